@@ -1,0 +1,31 @@
+# Each target bootstraps .venv on first use: a new machine needs only Python and the package index.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.pyro_gen-installed
+# Real data sets for tests and benchmarks: ../shared/data unless PYRO_GEN_DATA is set.
+export PYRO_GEN_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m inference.demo --out runs/demo
+
+# Long measurements, not run in CI; each prints a JSON object on its last line.
+bench: $(STAMP)
+	$(PY) benchmarks/vae_speed.py
+	$(PY) benchmarks/vae_quality.py --epochs 30
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,236 @@
+"""The amortized variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014).
+
+Generative model, for each data point x_n::
+
+    z_n ~ Normal(0, I)                      (prior, latent_dim)
+    x_n ~ p(x | decoder(z_n))               (Bernoulli, continuous Bernoulli or Gaussian)
+
+Amortized guide::
+
+    q(z_n | x_n) = Normal(mu(x_n), diag sigma(x_n)^2),  (mu, sigma) = encoder(x_n)
+
+The encoder and decoder are plain ``torch.nn`` networks (an MLP, or a small
+convolutional net for images); the model and guide are the two Pyro functions
+below and nothing else.
+
+References:
+    Kingma & Welling (2014), Auto-Encoding Variational Bayes.
+    Rezende, Mohamed & Wierstra (2014), Stochastic Backpropagation and Approximate
+    Inference in Deep Generative Models.
+    Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+__all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIKELIHOODS"]
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid choices: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    act = _activation(activation)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x -> (loc, scale) of a diagonal Gaussian over z."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu"):
+        super().__init__()
+        self.body = _mlp([x_dim, *hidden], activation)
+        self.act = _activation(activation)()
+        self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.act(self.body(x)) if len(self.body) else x
+        loc, raw_scale = self.head(h).chunk(2, dim=-1)
+        return loc, nn.functional.softplus(raw_scale) + 1e-5
+
+
+class MLPDecoder(nn.Module):
+    """z -> likelihood parameters for x (logits, or the mean of a Gaussian)."""
+
+    def __init__(self, z_dim: int, x_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu"):
+        super().__init__()
+        self.net = _mlp([z_dim, *reversed(tuple(hidden)), x_dim], activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class ConvEncoder(nn.Module):
+    """A small convolutional encoder for (C, H, W) images flattened to x_dim."""
+
+    def __init__(self, image_shape: Sequence[int], z_dim: int, channels: int = 32, activation: str = "relu"):
+        super().__init__()
+        c, h, w = image_shape
+        self.image_shape = tuple(image_shape)
+        act = _activation(activation)
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, channels, 4, 2, 1), act(),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
+        )
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, c, h, w)).numel()
+        self.head = nn.Linear(n, 2 * z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = x.shape[:-1]
+        h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
+        loc, raw_scale = self.head(h).reshape(*batch, -1).chunk(2, dim=-1)
+        return loc, nn.functional.softplus(raw_scale) + 1e-5
+
+
+class ConvDecoder(nn.Module):
+    """The mirror image of :class:`ConvEncoder`: z -> per-pixel parameters, flattened."""
+
+    def __init__(self, z_dim: int, image_shape: Sequence[int], channels: int = 32, activation: str = "relu"):
+        super().__init__()
+        c, h, w = image_shape
+        self.image_shape = tuple(image_shape)
+        self.start = (2 * channels, math.ceil(h / 4), math.ceil(w / 4))
+        act = _activation(activation)
+        self.fc = nn.Sequential(nn.Linear(z_dim, math.prod(self.start)), act())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),
+            nn.ConvTranspose2d(channels, c, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        c, h, w = self.image_shape
+        out = self.deconv(self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))
+        return out[..., :h, :w].reshape(*batch, c * h * w)
+
+
+class VAE(PyroModule):
+    """A VAE with a standard-normal prior and a diagonal-Gaussian amortized guide.
+
+    Args:
+        x_dim: number of observed dimensions (images are flattened).
+        z_dim: latent size.
+        hidden: hidden layer widths of the MLP encoder (the decoder mirrors them).
+        likelihood: ``"bernoulli"`` (logits; binary data), ``"continuous-bernoulli"``
+            (data in [0, 1]) or ``"gaussian"`` (real data; a learned per-pixel scale).
+        network: ``"mlp"`` or ``"conv"`` (then ``image_shape=(C, H, W)`` is required).
+        activation: hidden nonlinearity of the MLPs.
+        beta: weight of the KL term while training (beta-VAE, Higgins et al. 2017); 1 is
+            the ELBO. In ``eval()`` mode the model is the plain VAE, so evaluation
+            reports true bounds.
+    """
+
+    def __init__(
+        self,
+        x_dim: int = 784,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        network: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        activation: str = "relu",
+        beta: float = 1.0,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; valid choices: {', '.join(LIKELIHOODS)}")
+        if network not in ("mlp", "conv"):
+            raise ValueError(f"unknown network {network!r}; valid choices: mlp, conv")
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.x_dim, self.z_dim, self.likelihood, self.beta = int(x_dim), int(z_dim), likelihood, float(beta)
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        if network == "conv":
+            if self.image_shape is None or math.prod(self.image_shape) != x_dim:
+                raise ValueError(f"network='conv' needs image_shape=(C, H, W) with C*H*W == x_dim={x_dim}")
+            self.encoder = ConvEncoder(self.image_shape, z_dim, activation=activation)
+            self.decoder = ConvDecoder(z_dim, self.image_shape, activation=activation)
+        else:
+            self.encoder = MLPEncoder(x_dim, z_dim, hidden, activation)
+            self.decoder = MLPDecoder(z_dim, x_dim, hidden, activation)
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(x_dim))
+
+    # --- the two Pyro programs -------------------------------------------------------
+
+    def model(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            with self._kl_weight():
+                z = pyro.sample("z", self.prior(x))
+            pyro.sample("x", self.observation(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        loc, scale = self.encoder(x)
+        with pyro.plate("data", x.shape[0]), self._kl_weight():
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # --- pieces of the model -----------------------------------------------------------
+
+    def prior(self, like: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """p(z) = Normal(0, I) over ``z_dim`` dimensions."""
+        zeros = (like if like is not None else self.decoder_weight()).new_zeros(self.z_dim)
+        return dist.Normal(zeros, 1.0).to_event(1)
+
+    def observation(self, out: torch.Tensor) -> dist.TorchDistribution:
+        """p(x | z) given the decoder's output for z."""
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        if self.likelihood == "continuous-bernoulli":
+            return dist.ContinuousBernoulli(logits=out, validate_args=False).to_event(1)
+        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+
+    def _kl_weight(self):
+        """beta weighs log p(z) and log q(z|x) while training; evaluation sees the true model."""
+        if self.training and self.beta != 1.0:
+            return pyro.poutine.scale(scale=self.beta)
+        return contextlib.nullcontext()
+
+    def decoder_weight(self) -> torch.Tensor:
+        return next(self.decoder.parameters())
+
+    # --- uses of a trained model ---------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guide's mean and standard deviation of z for each row of x."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x | z)."""
+        out = self.decoder(z)
+        if self.likelihood == "gaussian":
+            return out
+        return self.observation(out).base_dist.mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x | z) at the guide's mean of z."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """n draws from the model: z from the prior, then x (or its mean) given z."""
+        z = self.prior().sample((n,))
+        return self.decode(z) if mean else self.observation(self.decoder(z)).sample()

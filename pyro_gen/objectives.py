@@ -1,0 +1,309 @@
+"""Training objectives: Pyro's ELBOs, plus the pieces Pyro lacks.
+
+Every objective is a :class:`pyro.infer.ELBO` with ``differentiable_loss(model,
+guide, *args)`` returning a scalar whose value is the negative bound (summed over
+the batch) and whose gradient is the estimator's. Pyro's ``Trace_ELBO`` and
+``TraceMeanField_ELBO`` have that already; ``RenyiELBO`` and ``TraceGraph_ELBO``
+only implement ``loss_and_grads`` (which skips ``backward`` when no parameter
+lives in Pyro's global store, as happens with module-local parameters), so they
+get a ``differentiable_loss`` here. The doubly reparameterized IWAE gradient
+(DReG) is not in Pyro at all.
+
+Pick one by name with :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+from pyro.poutine.messenger import Messenger
+
+__all__ = [
+    "trace",
+    "meanfield",
+    "iwae",
+    "renyi",
+    "graph",
+    "dreg",
+    "get",
+    "names",
+    "RenyiBound",
+    "DReG_ELBO",
+    "GraphELBO",
+    "LatentScale",
+]
+
+
+def _check_particles(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of particles k must be an integer >= 1, got {k!r}")
+    return k
+
+
+class RenyiBound(RenyiELBO):
+    """The Renyi variational bound (Li & Turner 2016); alpha=0 is the IWAE bound.
+
+    The same estimator as :class:`pyro.infer.RenyiELBO` (local plates shared by all
+    sites stay independent, so the bound is per data point), with a
+    ``differentiable_loss`` whose gradient is ``sum_i softmax((1-a) log w)_i grad log w_i``.
+    Requires reparameterized guide sites; use ``graph`` for discrete guides.
+
+    References:
+        Li & Turner (2016), Renyi Divergence Variational Inference.
+        Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders.
+    """
+
+    def __init__(self, alpha: float = 0.0, num_particles: int = 5, max_plate_nesting: float = float("inf"),
+                 vectorize_particles: bool = True):
+        _check_particles(num_particles)
+        if not math.isfinite(alpha) or alpha == 1:
+            raise ValueError(f"alpha must be finite and != 1 (alpha=1 is the ELBO: use 'trace'), got {alpha}")
+        super().__init__(alpha=alpha, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=vectorize_particles and num_particles > 1)
+
+    def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates)."""
+        particles = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            particles.append(_log_weight(model_trace, guide_trace))
+        if self.vectorize_particles:
+            return particles[0]
+        return torch.stack(particles)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        a = 1.0 - self.alpha
+        log_w = self.log_weights(model, guide, *args, **kwargs)
+        bound = (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a
+        return -bound.sum()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def _log_weight(model_trace, guide_trace) -> torch.Tensor:
+    sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+    log_w = 0.0
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample":
+            log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample":
+            if is_identically_zero(site["score_parts"].entropy_term):
+                raise ValueError(
+                    f"guide site {name!r} is not reparameterizable, so the importance-weighted "
+                    "bound's gradient would be biased; use objective 'graph' (score function "
+                    "with baselines) or enumerate the site in the model"
+                )
+            log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+    if not torch.is_tensor(log_w):
+        raise ValueError("the model and guide have no sample sites: there is nothing to infer")
+    return log_w
+
+
+class _DetachParams(Messenger):
+    """Detaches ``pyro.param`` values (for guides that keep parameters in Pyro's store)."""
+
+    def _pyro_post_param(self, msg):
+        msg["value"] = msg["value"].detach()
+
+
+@contextlib.contextmanager
+def detached_parameters(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """Within the block, every parameter of ``modules`` (and of Pyro's param store,
+    through ``pyro.param``) is read as a detached tensor: values are unchanged,
+    gradients cannot reach them."""
+    saved = []
+    for module in modules:
+        for sub in module.modules():
+            for name, p in list(sub._parameters.items()):
+                if p is not None:
+                    saved.append((sub, name, p))
+                    sub._parameters[name] = p.detach()
+    try:
+        with _DetachParams():
+            yield
+    finally:
+        for sub, name, p in saved:
+            sub._parameters[name] = p
+
+
+def _modules_of(fn: Callable) -> list[torch.nn.Module]:
+    owner = getattr(fn, "__self__", fn)
+    return [owner] if isinstance(owner, torch.nn.Module) else []
+
+
+class DReG_ELBO(RenyiBound):
+    """IWAE bound with the doubly reparameterized gradient for the guide (Tucker et al. 2019).
+
+    The bound's value is IWAE-k. Model parameters get the usual IWAE gradient
+    ``sum_i w~_i grad log w_i``; guide parameters get
+    ``sum_i w~_i^2 (d log w_i / d z_i)(d z_i / d phi)`` with the score term of
+    log q removed, which stays informative as k grows (the plain IWAE guide
+    gradient's signal-to-noise ratio falls like 1/sqrt(k), Rainforth et al. 2018).
+
+    Implementation: log q is re-evaluated at the sampled z with the guide's
+    parameters detached (the guide is replayed, so any guide works whose
+    parameters live in its ``nn.Module`` or in Pyro's param store), and a gradient
+    hook on each sampled z multiplies what flows back through z by w~_i.
+
+    References:
+        Tucker, Lawson, Gu & Maddison (2019), Doubly Reparameterized Gradient
+        Estimators for Monte Carlo Objectives.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf")):
+        if _check_particles(num_particles) < 2:
+            raise ValueError("DReG needs k >= 2 particles (with k=1 it is the ELBO: use 'trace')")
+        super().__init__(alpha=0.0, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        ((model_trace, guide_trace),) = list(self._get_traces(model, guide, args, kwargs))
+        with detached_parameters(_modules_of(guide)):
+            replayed = poutine.replay(self._vectorized_num_particles(guide), trace=guide_trace)
+            stopped = poutine.trace(replayed).get_trace(*args, **kwargs)
+        stopped = pyro.poutine.util.prune_subsample_sites(stopped)
+        stopped.compute_log_prob()
+        sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+        log_w = 0.0
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+        for name, site in stopped.nodes.items():
+            if site["type"] == "sample":
+                if not site["fn"].has_rsample:
+                    raise ValueError(f"DReG needs reparameterized guide sites; {name!r} is not")
+                log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+        weights = torch.softmax(log_w.detach(), dim=0)
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and site["value"].requires_grad:
+                value = site["value"]
+                extra = value.dim() - weights.dim()
+                w = weights.reshape(weights.shape + (1,) * max(extra, 0))
+                value.register_hook(lambda g, w=w: g * w)
+        bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)
+        surrogate = (weights * log_w).sum()
+        return -bound.sum() - (surrogate - surrogate.detach())
+
+
+class GraphELBO(TraceGraph_ELBO):
+    """:class:`pyro.infer.TraceGraph_ELBO` (score-function gradients with Rao-Blackwellized
+    downstream costs and optional baselines for non-reparameterizable sites), with a
+    ``differentiable_loss``.
+
+    References:
+        Schulman, Heess, Weber & Abbeel (2015), Gradient Estimation Using Stochastic
+        Computation Graphs.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        value = -torch.as_tensor(elbo).detach()
+        return surrogate + (value - surrogate.detach())
+
+
+class LatentScale(Messenger):
+    """Multiplies the log density of every latent (unobserved) sample site by ``weight``.
+
+    Applied to both model and guide it turns the ELBO into
+    ``E[log p(x|z)] - weight * KL(q(z|x) || p(z))``: the beta-VAE objective
+    (Higgins et al. 2017), and KL annealing when ``weight`` ramps from 0 to 1
+    (Bowman et al. 2016).
+    """
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = float(weight)
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.weight * msg["scale"]
+
+
+# --- constructors -------------------------------------------------------------------------
+
+
+def trace(num_particles: int = 1) -> ELBO:
+    """The standard ELBO with reparameterized (or score-function) gradients: ``Trace_ELBO``."""
+    return Trace_ELBO(num_particles=_check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def meanfield(num_particles: int = 1) -> ELBO:
+    """The ELBO with analytic KL terms where available: ``TraceMeanField_ELBO``."""
+    return TraceMeanField_ELBO(num_particles=_check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def iwae(k: int = 5) -> ELBO:
+    """The importance-weighted bound IWAE-k (Burda et al. 2016) = Renyi bound with alpha=0."""
+    return RenyiBound(alpha=0.0, num_particles=_check_particles(k))
+
+
+def renyi(alpha: float = 0.5, k: int = 5) -> ELBO:
+    """The Renyi-alpha bound with k particles (Li & Turner 2016)."""
+    return RenyiBound(alpha=float(alpha), num_particles=_check_particles(k))
+
+
+def graph(num_particles: int = 1) -> ELBO:
+    """Score-function gradients with baselines for non-reparameterizable sites."""
+    return GraphELBO(num_particles=_check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def dreg(k: int = 5) -> ELBO:
+    """IWAE-k with doubly reparameterized guide gradients (Tucker et al. 2019)."""
+    return DReG_ELBO(num_particles=_check_particles(k))
+
+
+_CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
+    "trace": trace,
+    "meanfield": meanfield,
+    "iwae": iwae,
+    "renyi": renyi,
+    "graph": graph,
+    "dreg": dreg,
+    "iwae-dreg": dreg,
+}
+
+
+def names() -> list[str]:
+    """The objective names :func:`get` accepts."""
+    return list(_CONSTRUCTORS)
+
+
+def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
+    """An objective from a name, ``"name:arg"``, or an ELBO instance (returned as is).
+
+    ``"iwae:5"`` and ``"dreg:5"`` give k=5; ``"renyi:0.5"`` gives alpha=0.5;
+    ``"trace:4"`` averages 4 particles. ``particles`` sets k (or the number of
+    particles) when the spec does not.
+    """
+    if isinstance(spec, ELBO):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"objective must be a name or a pyro.infer.ELBO, got {type(spec).__name__}")
+    name, _, arg = spec.strip().lower().partition(":")
+    if name not in _CONSTRUCTORS:
+        raise ValueError(f"unknown objective {spec!r}; valid choices: {', '.join(names())}")
+    build = _CONSTRUCTORS[name]
+    if name == "renyi":
+        alpha = float(arg) if arg else 0.5
+        return build(alpha, particles or 5)
+    if arg:
+        try:
+            n = int(arg)
+        except ValueError:
+            raise ValueError(f"objective {spec!r}: the part after ':' must be an integer number of particles") from None
+        return build(n)
+    return build(particles) if particles is not None else build()

@@ -1,0 +1,128 @@
+"""Figures a person would rather look at than read, saved as PNG files.
+
+Image grids use torchvision's ``make_grid``; everything is drawn with matplotlib's
+non-interactive Agg backend, so these run on a machine with no screen. Each
+function saves to ``path`` (creating the folder) and returns the path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+__all__ = ["image_grid", "reconstructions", "samples", "interpolation", "latent_scatter", "latent_manifold",
+           "training_curves"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _as_images(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+    x = x.detach().float().cpu()
+    if x.dim() == 2:
+        x = x.reshape(-1, *image_shape)
+    return x.clamp(0, 1)
+
+
+def image_grid(x: torch.Tensor, image_shape: Sequence[int], path, nrow: int = 10, title: str | None = None) -> Path:
+    """Rows of ``x`` (N, C*H*W) as a grid of images."""
+    from torchvision.utils import make_grid
+
+    plt = _plt()
+    grid = make_grid(_as_images(x, image_shape), nrow=nrow, padding=1, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(max(3, nrow * 0.6), max(2, grid.shape[1] / grid.shape[2] * nrow * 0.6)))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray" if grid.shape[0] == 1 else None, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def reconstructions(x: torch.Tensor, recon: torch.Tensor, image_shape: Sequence[int], path, n: int = 10) -> Path:
+    """Inputs (top row) above their reconstructions (bottom row)."""
+    both = torch.cat([x[:n].cpu(), recon[:n].cpu()])
+    return image_grid(both, image_shape, path, nrow=min(n, len(x)), title="inputs (top) and reconstructions (bottom)")
+
+
+def samples(x: torch.Tensor, image_shape: Sequence[int], path, nrow: int = 10, title: str = "samples from the model") -> Path:
+    """Draws from the model as an image grid."""
+    return image_grid(x, image_shape, path, nrow=nrow, title=title)
+
+
+def interpolation(encode: Callable, decode: Callable, x1: torch.Tensor, x2: torch.Tensor,
+                  image_shape: Sequence[int], path, steps: int = 10) -> Path:
+    """Decode points on the straight line between the latent means of two inputs."""
+    with torch.no_grad():
+        z1, z2 = encode(x1.reshape(1, -1))[0], encode(x2.reshape(1, -1))[0]
+        t = torch.linspace(0, 1, steps, device=z1.device).unsqueeze(-1)
+        images = decode(z1 + t * (z2 - z1))
+    return image_grid(images, image_shape, path, nrow=steps, title="latent interpolation")
+
+
+def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, path, title: str = "latent space") -> Path:
+    """A 2-D view of latent codes coloured by label (first two principal components if dim > 2)."""
+    plt = _plt()
+    z = z.detach().cpu().double()
+    axis_names = ("z1", "z2")
+    if z.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(2).fit(z.numpy())
+        z = torch.as_tensor(pca.transform(z.numpy()))
+        axis_names = (f"PC1 ({pca.explained_variance_ratio_[0]:.0%})", f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
+    elif z.shape[1] == 1:
+        z = torch.cat([z, torch.zeros_like(z)], 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    c = labels.cpu().numpy() if labels is not None else None
+    sc = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=c, cmap="tab10", s=6, alpha=0.8)
+    if labels is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def latent_manifold(decode: Callable, image_shape: Sequence[int], path, n: int = 15) -> Path:
+    """For a 2-D latent: decode a grid of z at standard-normal quantiles (Kingma & Welling 2014, Fig. 4)."""
+    from torch.distributions import Normal
+
+    q = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    zz = torch.cartesian_prod(q, q.flip(0))[:, [1, 0]]
+    with torch.no_grad():
+        images = decode(zz)
+    return image_grid(images, image_shape, path, nrow=n, title="learned manifold (2-D latent)")
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping]], path, key_x: str = "epoch") -> Path:
+    """Train (solid) and validation (dashed) loss per epoch, one colour per run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i}"
+        xs = [h[key_x] for h in history]
+        ax.plot(xs, [h["train_loss"] for h in history], color=colour, label=f"{name} train")
+        if history and "val_loss" in history[0]:
+            ax.plot(xs, [h["val_loss"] for h in history], color=colour, ls="--", label=f"{name} val")
+    ax.set_xlabel(key_x)
+    ax.set_ylabel("negative bound per data point (nats)")
+    ax.set_title("training curves")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

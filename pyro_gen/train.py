@@ -1,0 +1,421 @@
+"""``fit``: stochastic variational inference as a plain PyTorch training loop.
+
+The loop calls ``objective.differentiable_loss(model, guide, *batch)`` and steps a
+``torch.optim`` optimizer; there is no ``pyro.infer.SVI`` and no ``pyro.optim``.
+Parameters are those of the ``nn.Module`` that owns ``model``/``guide`` (a
+``PyroModule``'s bound methods) and any ``pyro.param`` the two functions create,
+so checkpoints, devices and schedules work as in any PyTorch program.
+
+What it adds over a hand-written loop: validation each epoch with early stopping,
+KL annealing and beta weights, gradient clipping, learning-rate schedules, seeds,
+tqdm progress, metrics written as the run goes, atomic checkpoints that resume
+exactly, budgets in epochs/steps/seconds, and a clear stop on a NaN or inf loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyro
+import torch
+from pyro.infer import ELBO
+
+from . import objectives as _objectives
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from .data import check_data
+
+__all__ = ["fit", "FitResult", "NonFiniteLossError", "modules_of", "parameters_of", "make_scheduler", "SCHEDULES"]
+
+SCHEDULES = ("constant", "cosine", "exponential", "step", "plateau")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``step``, ``train_loss`` (negative
+            objective per data point), ``val_loss`` (if validated), ``lr``,
+            ``kl_weight``, ``seconds`` (cumulative training time).
+        best_state: parameters at the best validation loss (the last epoch's if no
+            validation data): ``{"modules": [state_dict, ...], "param_store": {...}}``.
+        best_epoch, best_val_loss: where that was.
+        stopped: why training ended: ``"epochs"``, ``"early_stopping"``, ``"max_steps"``,
+            ``"max_seconds"``.
+        steps, seconds: optimizer steps taken and training seconds (validation excluded).
+        out: the run folder, if one was given.
+    """
+
+    history: list[dict]
+    best_state: dict
+    best_epoch: int
+    best_val_loss: float | None
+    stopped: str
+    steps: int
+    seconds: float
+    out: Path | None = None
+    modules: list[torch.nn.Module] = field(default_factory=list, repr=False)
+
+    def restore_best(self) -> None:
+        """Load ``best_state`` into the trained modules and Pyro's param store."""
+        _load_state(self.modules, self.best_state)
+
+
+def modules_of(*fns: Callable) -> list[torch.nn.Module]:
+    """The distinct ``nn.Module`` owners of bound methods (or modules) among ``fns``."""
+    found: list[torch.nn.Module] = []
+    for fn in fns:
+        owner = getattr(fn, "__self__", fn)
+        if isinstance(owner, torch.nn.Module) and not any(owner is m for m in found):
+            found.append(owner)
+    return found
+
+
+def _param_store_names(model, guide, args) -> list[str]:
+    with pyro.poutine.block(), torch.no_grad():
+        names = []
+        for fn in (guide, model):
+            tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
+            names += [n for n, s in tr.nodes.items() if s["type"] == "param" and n not in names]
+    return names
+
+
+def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:
+    """Trainable tensors: module parameters, then the unconstrained param-store tensors named."""
+    params, seen = [], set()
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    store = dict(pyro.get_param_store().named_parameters())
+    for name in store_names:
+        p = store[name]
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+def _get_state(modules, store_names) -> dict:
+    store = dict(pyro.get_param_store().named_parameters())
+    return {
+        "modules": [copy.deepcopy(m.state_dict()) for m in modules],
+        "param_store": {n: store[n].detach().clone() for n in store_names},
+    }
+
+
+def _load_state(modules, state) -> None:
+    for m, sd in zip(modules, state["modules"]):
+        m.load_state_dict(sd)
+    store = dict(pyro.get_param_store().named_parameters())
+    with torch.no_grad():
+        for name, value in state["param_store"].items():
+            store[name].copy_(value)
+
+
+def make_scheduler(spec: str | Callable | None, optimizer: torch.optim.Optimizer, epochs: int):
+    """A per-epoch LR scheduler from a spec: ``None``/``"constant"``, ``"cosine"``,
+    ``"exponential:0.95"``, ``"step:10:0.5"`` (every 10 epochs times 0.5),
+    ``"plateau:3:0.5"`` (on validation loss), or a callable ``optimizer -> scheduler``."""
+    if spec is None or spec == "constant":
+        return None
+    if callable(spec):
+        return spec(optimizer)
+    name, *args = str(spec).split(":")
+    try:
+        nums = [float(a) for a in args]
+    except ValueError:
+        raise ValueError(f"bad lr_schedule {spec!r}: arguments after ':' must be numbers") from None
+    S = torch.optim.lr_scheduler
+    if name == "cosine":
+        return S.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if name == "exponential":
+        return S.ExponentialLR(optimizer, gamma=nums[0] if nums else 0.95)
+    if name == "step":
+        return S.StepLR(optimizer, step_size=int(nums[0]) if nums else 10, gamma=nums[1] if len(nums) > 1 else 0.5)
+    if name == "plateau":
+        return S.ReduceLROnPlateau(optimizer, patience=int(nums[0]) if nums else 3,
+                                   factor=nums[1] if len(nums) > 1 else 0.5)
+    raise ValueError(f"unknown lr_schedule {spec!r}; valid choices: {', '.join(SCHEDULES)}")
+
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+               "rmsprop": torch.optim.RMSprop}
+
+
+def _as_tensors(data, what: str) -> tuple[torch.Tensor, ...]:
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not tensors:
+        raise ValueError(f"{what} is empty")
+    check_data(tensors[0], what)
+    n = tensors[0].shape[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if not torch.is_tensor(t) or t.shape[0] != n:
+            raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
+    return tensors
+
+
+def _objective_name(objective) -> str:
+    return objective if isinstance(objective, str) else type(objective).__name__
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    train_data: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    objective: str | ELBO = "trace",
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    val_data: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    val_batch_size: int = 1000,
+    patience: int | None = None,
+    beta: float = 1.0,
+    kl_anneal: float = 0.0,
+    clip_norm: float | None = None,
+    lr_schedule: str | Callable | None = None,
+    seed: int | None = 0,
+    device: str | torch.device = "cpu",
+    out: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    validate: bool = False,
+    restore_best: bool = True,
+    callback: Callable[[dict], Any] | None = None,
+) -> FitResult:
+    """Fit ``model``/``guide`` to data by maximizing ``objective`` with minibatch SVI.
+
+    Args:
+        model, guide: Pyro functions taking a batch (``model(x)``, or ``model(x, y)``
+            when ``train_data`` is a tuple); typically a ``PyroModule``'s methods.
+        train_data: a float tensor (N, D), or a tuple of tensors sharing N.
+        objective: a name for :func:`pyro_gen.objectives.get` (``"trace"``,
+            ``"meanfield"``, ``"iwae:5"``, ``"dreg:5"``, ``"renyi:0.5"``, ``"graph"``)
+            or any ELBO with ``differentiable_loss``.
+        epochs, batch_size, lr, optimizer, weight_decay: the optimization budget.
+        val_data: held-out data: its loss is computed after every epoch, the best
+            epoch's parameters are kept, and ``patience`` epochs without improvement
+            stop training early.
+        beta: weight of the latent sites' log densities in model and guide
+            (beta-VAE); ``kl_anneal`` epochs ramp that weight linearly from 0.
+        clip_norm: clip the gradient's global norm to this value.
+        lr_schedule: see :func:`make_scheduler`; stepped once per epoch.
+        seed: seeds Pyro, torch, numpy and the shuffling generator (None: no seeding).
+        device: where parameters and data live (``"cpu"``, ``"cuda"``).
+        out: a run folder for ``metrics.json`` (rewritten every epoch) and
+            ``checkpoint.pt`` (every ``checkpoint_every`` epochs, written atomically).
+        resume: continue from ``out/checkpoint.pt`` if present; the result equals an
+            uninterrupted run's.
+        max_steps, max_seconds: stop after this many optimizer steps or training
+            seconds (a budget for comparisons); checked after every step.
+        validate: keep Pyro's validation checks on during training steps (slower;
+            the data are always checked once up front).
+        restore_best: load the best validation state into the modules at the end.
+        callback: called with each epoch's history row; return ``False`` to stop.
+
+    Returns:
+        A :class:`FitResult` with the history and the best state.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or inf; the message names the epoch,
+            the step and the last good checkpoint. Nothing bad is written to disk.
+    """
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid choices: {', '.join(_OPTIMIZERS)}")
+    if beta <= 0 or kl_anneal < 0:
+        raise ValueError(f"beta must be > 0 and kl_anneal >= 0, got beta={beta}, kl_anneal={kl_anneal}")
+    if resume and out is None:
+        raise ValueError("resume=True needs the run folder `out` that holds checkpoint.pt")
+    device = torch.device(device)
+    elbo = _objectives.get(objective)
+    train = tuple(t.to(device) for t in _as_tensors(train_data, "train_data"))
+    val = tuple(t.to(device) for t in _as_tensors(val_data, "val_data")) if val_data is not None else None
+    out = Path(out) if out is not None else None
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+
+    modules = modules_of(model, guide)
+    for m in modules:
+        m.to(device)
+        m.train()
+    # One forward pass creates any lazily initialized pyro.param; then the parameter list is complete.
+    first = tuple(t[: min(batch_size, len(t))] for t in train)
+    store_names = _param_store_names(model, guide, first)
+    params = parameters_of(modules, store_names)
+    if not params:
+        raise ValueError("model and guide have no trainable parameters (no nn.Module owner and no pyro.param)")
+    opt = _OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay)
+    sched = make_scheduler(lr_schedule, opt, epochs)
+
+    n = len(train[0])
+    steps_per_epoch = math.ceil(n / batch_size)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "bad_epochs": 0,
+                             "best": None, "best_val": None, "best_epoch": 0}
+    config = {"objective": _objective_name(objective), "batch_size": batch_size, "n_train": n}
+
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        for key in ("objective", "batch_size", "n_train"):
+            if ck["config"].get(key) != config[key]:
+                raise CheckpointError(
+                    f"{ckpt_path} was made with {key}={ck['config'].get(key)!r}, this run has {config[key]!r}: "
+                    "resume needs the same objective, batch size and data"
+                )
+        _load_state(modules, ck["state"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None and ck["scheduler"] is not None:
+            sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        shuffle.set_state(ck["rng"]["shuffle"])
+        if device.type == "cuda" and ck["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
+        state.update({k: ck[k] for k in ("epoch", "step", "seconds", "history", "bad_epochs", "best_val", "best_epoch")})
+        state["best"] = ck["best"]
+
+    def kl_weight(step: int) -> float:
+        if kl_anneal <= 0:
+            return beta
+        return beta * min(1.0, step / (kl_anneal * steps_per_epoch))
+
+    def batch_loss(batch, weight: float) -> torch.Tensor:
+        scale = _objectives.LatentScale(weight) if weight != 1.0 else contextlib.nullcontext()
+        with pyro.validation_enabled(validate), scale:
+            return elbo.differentiable_loss(model, guide, *batch) / len(batch[0])
+
+    def checkpoint():
+        if ckpt_path is None:
+            return
+        save_checkpoint({
+            "config": config, "epoch": state["epoch"], "step": state["step"], "seconds": state["seconds"],
+            "history": state["history"], "bad_epochs": state["bad_epochs"], "best_val": state["best_val"],
+            "best_epoch": state["best_epoch"], "best": state["best"], "state": _get_state(modules, store_names),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+        }, ckpt_path)
+
+    def write_metrics(stopped=None):
+        if out is not None:
+            write_json({"config": config, "history": state["history"], "best_epoch": state["best_epoch"],
+                        "best_val_loss": state["best_val"], "stopped": stopped}, out / "metrics.json")
+
+    from tqdm.auto import tqdm
+
+    stopped = "epochs"
+    bar = tqdm(total=epochs * steps_per_epoch, initial=min(state["step"], epochs * steps_per_epoch),
+               disable=not progress, desc="fit", unit="step", dynamic_ncols=True)
+    try:
+        while state["epoch"] < epochs:
+            epoch = state["epoch"] + 1
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            total, count = 0.0, 0
+            budget_hit = None
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                batch = tuple(t[idx] for t in train)
+                weight = kl_weight(state["step"])
+                loss = batch_loss(batch, weight)
+                value = loss.item()
+                if not math.isfinite(value):
+                    where = f"last good checkpoint: {ckpt_path} (epoch {state['epoch']})" if (
+                        ckpt_path is not None and ckpt_path.exists()) else "no checkpoint was written"
+                    raise NonFiniteLossError(
+                        f"loss became {value} at epoch {epoch}, step {state['step'] + 1} "
+                        f"(objective {config['objective']}); training stopped, {where}. Try a lower lr, "
+                        "clip_norm, or check the data and the model's scales."
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                opt.step()
+                state["step"] += 1
+                total += value * len(idx)
+                count += len(idx)
+                bar.update(1)
+                if state["step"] % 20 == 0:
+                    bar.set_postfix(epoch=epoch, loss=f"{total / count:.3f}", refresh=False)
+                if max_steps is not None and state["step"] >= max_steps:
+                    budget_hit = "max_steps"
+                elif max_seconds is not None and state["seconds"] + time.perf_counter() - t0 >= max_seconds:
+                    budget_hit = "max_seconds"
+                if budget_hit:
+                    break
+            state["seconds"] += time.perf_counter() - t0
+            row = {"epoch": epoch, "step": state["step"], "train_loss": total / max(count, 1),
+                   "lr": opt.param_groups[0]["lr"], "kl_weight": kl_weight(state["step"]),
+                   "seconds": state["seconds"]}
+            if val is not None:
+                row["val_loss"] = _evaluate_loss(elbo, model, guide, val, val_batch_size, beta, modules)
+            state["history"].append(row)
+            state["epoch"] = epoch
+            metric = row.get("val_loss", row["train_loss"])
+            if state["best_val"] is None or metric < state["best_val"]:
+                state["best_val"], state["best_epoch"], state["bad_epochs"] = metric, epoch, 0
+                state["best"] = _get_state(modules, store_names)
+            else:
+                state["bad_epochs"] += 1
+            if sched is not None:
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step(metric)
+                else:
+                    sched.step()
+            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}",
+                            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            if patience is not None and val is not None and state["bad_epochs"] >= patience:
+                stopped = "early_stopping"
+            if callback is not None and callback(row) is False:
+                stopped = "callback"
+            stopped = budget_hit or stopped
+            if epoch % checkpoint_every == 0 or stopped != "epochs" or epoch == epochs:
+                checkpoint()
+            write_metrics(stopped if (stopped != "epochs" or epoch == epochs) else None)
+            if stopped != "epochs":
+                break
+    finally:
+        bar.close()
+    write_metrics(stopped)
+    best_state = state["best"] if state["best"] is not None else _get_state(modules, store_names)
+    result = FitResult(state["history"], best_state, state["best_epoch"], state["best_val"], stopped,
+                       state["step"], state["seconds"], out, modules)
+    if restore_best and val is not None and state["best"] is not None:
+        result.restore_best()
+    return result
+
+
+@torch.no_grad()
+def _evaluate_loss(elbo, model, guide, data, batch_size, beta, modules) -> float:
+    for m in modules:
+        m.eval()
+    total, n = 0.0, len(data[0])
+    scale = _objectives.LatentScale(beta) if beta != 1.0 else contextlib.nullcontext()
+    with pyro.validation_enabled(False), scale:
+        for i in range(0, n, batch_size):
+            batch = tuple(t[i:i + batch_size] for t in data)
+            total += elbo.differentiable_loss(model, guide, *batch).item()
+    for m in modules:
+        m.train()
+    return total / n
