@@ -234,3 +234,17 @@ class VAE(PyroModule):
         """n draws from the model: z from the prior, then x (or its mean) given z."""
         z = self.prior().sample((n,))
         return self.decode(z) if mean else self.observation(self.decoder(z)).sample()
+
+
+def examples(seed: int = 0) -> dict[str, tuple[VAE, torch.Tensor]]:
+    """Small instances with matching data, for the contract test over every model."""
+    g = torch.Generator().manual_seed(seed)
+    binary = (torch.rand(16, 64, generator=g) < 0.3).float()
+    grey = torch.rand(16, 64, generator=g)
+    torch.manual_seed(seed)
+    return {
+        "mlp-bernoulli": (VAE(64, 3, (16,)), binary),
+        "conv-bernoulli": (VAE(64, 3, network="conv", image_shape=(1, 8, 8)), binary),
+        "mlp-gaussian": (VAE(64, 3, (16, 16), likelihood="gaussian", activation="tanh"), grey),
+        "mlp-continuous-bernoulli": (VAE(64, 3, (16,), likelihood="continuous-bernoulli", beta=2.0), grey),
+    }

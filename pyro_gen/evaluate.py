@@ -25,8 +25,7 @@ from pyro.distributions import Independent
 from torch.distributions import kl_divergence
 
 from .data import check_data
-from pyro.infer import Trace_ELBO
-from .objectives import RenyiBound
+from .objectives import RenyiBound, prepare
 
 __all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "per_point_log_weights"]
 
@@ -77,10 +76,7 @@ def plate_nesting(model, guide, x: torch.Tensor) -> int:
     key = (id(getattr(model, "__func__", model)), id(getattr(model, "__self__", None)),
            id(getattr(guide, "__func__", guide)), tuple(x.shape[1:]))
     if key not in _NESTING:
-        probe = Trace_ELBO()
-        with pyro.validation_enabled(False), torch.no_grad():
-            # Pyro's own guess: trace both once, count the plate dimensions used.
-            probe._guess_max_plate_nesting(model, guide, (x[:2],), {})
+        probe = prepare(RenyiBound(num_particles=2), model, guide, x[:2])
         _NESTING[key] = probe.max_plate_nesting
     return _NESTING[key]
 

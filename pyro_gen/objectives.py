@@ -15,6 +15,7 @@ Pick one by name with :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...)
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Callable, Iterator
 
@@ -34,6 +35,7 @@ __all__ = [
     "dreg",
     "get",
     "names",
+    "prepare",
     "RenyiBound",
     "DReG_ELBO",
     "GraphELBO",
@@ -231,6 +233,25 @@ class LatentScale(Messenger):
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:
             msg["scale"] = self.weight * msg["scale"]
+
+
+def prepare(elbo: ELBO, model: Callable, guide: Callable, *args, **kwargs) -> ELBO:
+    """Fix ``max_plate_nesting`` before training when the ELBO would guess it at its first step.
+
+    Pyro guesses it by running model and guide once, which spends random numbers at
+    whatever step comes first; doing it up front keeps a resumed run identical to an
+    uninterrupted one. Uses Pyro's own guess, without its log line.
+    """
+    if getattr(elbo, "vectorize_particles", False) and elbo.max_plate_nesting == float("inf"):
+        logger = logging.getLogger("pyro.infer.elbo")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            with pyro.validation_enabled(False), torch.no_grad():
+                elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            logger.setLevel(level)
+    return elbo
 
 
 # --- constructors -------------------------------------------------------------------------

@@ -89,10 +89,11 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, path, title: st
     elif z.shape[1] == 1:
         z = torch.cat([z, torch.zeros_like(z)], 1)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    c = labels.cpu().numpy() if labels is not None else None
-    sc = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=c, cmap="tab10", s=6, alpha=0.8)
     if labels is not None:
+        sc = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=labels.cpu().numpy(), cmap="tab10", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
+    else:
+        ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=6, alpha=0.8)
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title)

@@ -263,6 +263,7 @@ def fit(
     # One forward pass creates any lazily initialized pyro.param; then the parameter list is complete.
     first = tuple(t[: min(batch_size, len(t))] for t in train)
     store_names = _param_store_names(model, guide, first)
+    _objectives.prepare(elbo, model, guide, *first)
     params = parameters_of(modules, store_names)
     if not params:
         raise ValueError("model and guide have no trainable parameters (no nn.Module owner and no pyro.param)")

@@ -1,0 +1,293 @@
+"""Wall time per training step: pyro_gen against hand-written PyTorch, same work.
+
+What is measured: the milliseconds one optimizer step takes for a VAE 784-400-50
+(ReLU MLP, Bernoulli-logits likelihood, ``VAE(784, 50, (400,))``) on a batch of 128
+binarized-MNIST images with Adam (lr 1e-3) on 2 CPU threads, for three objectives:
+
+- ``trace``: the ELBO with one reparameterized sample (``Trace_ELBO``);
+- ``meanfield``: the ELBO with the analytic Gaussian KL (``TraceMeanField_ELBO``);
+- ``iwae5``: IWAE with k=5 vectorized particles (encoder once, decoder on (5, B, 50)).
+
+The pyro_gen side is the step :func:`pyro_gen.fit` takes (``batch_loss`` and the
+optimizer step in ``pyro_gen/train.py``): ``objective.differentiable_loss(model,
+guide, x) / B`` with Pyro's validation off, ``loss.item()``, ``zero_grad``,
+``backward``, ``step``. The reference is the same objective written by hand in
+PyTorch on the same encoder/decoder modules (log densities written out, loss = mean
+over the batch). A fourth row times plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``
+and ``Trace_ELBO`` written as in Pyro's VAE example (``pyro.module`` registration,
+Pyro's default validation on) against the same hand-written ``trace`` reference.
+
+How: every implementation has its own model instance (same initial weights) and
+optimizer, and all see the same precomputed batches. After a warm-up, each of R
+rounds runs S steps of every implementation in turn (the order rotates between
+rounds so none always runs first); the reported figure is the median over rounds of
+the per-step milliseconds. ``ratio`` is pyro_gen (or Pyro) time over PyTorch time.
+
+Run from the repository root::
+
+    PYRO_GEN_DATA=/path/to/shared/data python benchmarks/vae_speed.py [--rounds 15] [--steps 20]
+    python benchmarks/vae_speed.py --smoke        # 2 rounds of 2 steps, for CI
+
+Without the binarized-MNIST files it uses random binary data of the same shape and
+says so (``"data": "random"``); the timing does not depend on pixel values.
+The last line printed is one JSON object with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+# The script is run as `python benchmarks/vae_speed.py`; `models` lives at the repository root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import pyro_gen  # noqa: E402,F401  (sets module_local_params, as in any pyro_gen program)
+from models.vae import VAE  # noqa: E402
+from pyro_gen import objectives  # noqa: E402
+from pyro_gen.data import DataNotFoundError, load  # noqa: E402
+
+X_DIM, Z_DIM, HIDDEN = 784, 50, (400,)
+BATCH = 128
+LR = 1e-3
+THREADS = 2
+K_IWAE = 5
+LOG_2PI = math.log(2 * math.pi)
+
+Step = Callable[[torch.Tensor], float]
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def load_train(n_random: int = 10_000) -> tuple[torch.Tensor, str]:
+    """Binarized-MNIST training images, or random binary data when the files are missing.
+
+    Returns:
+        The (N, 784) float tensor and the name reported in the JSON (``"binarized-mnist"``
+        or ``"random"``).
+    """
+    try:
+        return load("binarized-mnist").train, "binarized-mnist"
+    except DataNotFoundError as e:
+        print(f"binarized-mnist not found, timing on random binary data instead ({e})", file=sys.stderr)
+        gen = torch.Generator().manual_seed(0)
+        return (torch.rand(n_random, X_DIM, generator=gen) < 0.13).float(), "random"
+
+
+def make_batches(train: torch.Tensor, count: int, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` distinct batches of 128 rows (contiguous copies), shared by every implementation."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(train), generator=gen)
+    need = count * BATCH
+    while len(perm) < need:  # tiny data sets (never the real one): wrap around
+        perm = torch.cat([perm, torch.randperm(len(train), generator=gen)])
+    return [train[perm[i * BATCH:(i + 1) * BATCH]].contiguous() for i in range(count)]
+
+
+def new_vae(seed: int = 0) -> VAE:
+    """A fresh VAE 784-400-50; the same seed gives every implementation the same initial weights."""
+    torch.manual_seed(seed)
+    return VAE(X_DIM, Z_DIM, HIDDEN)
+
+
+# --- pyro_gen: the step inside fit ---------------------------------------------------------
+
+
+def pyro_gen_step(objective: str) -> Step:
+    """One training step exactly as ``pyro_gen.fit`` takes it for ``objective``.
+
+    Mirrors ``batch_loss`` and the loop body of ``pyro_gen/train.py`` (beta = 1, no
+    clipping): the loss is ``differentiable_loss / B`` with validation off, its value
+    is read with ``.item()`` (fit checks it is finite), then zero_grad/backward/step.
+    """
+    vae = new_vae()
+    elbo = objectives.get(objective)
+    # Parameters as fit collects them: the module's own (VAE keeps no pyro.param).
+    opt = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=LR)
+    model, guide = vae.model, vae.guide
+
+    def step(x: torch.Tensor) -> float:
+        with pyro.validation_enabled(False):
+            loss = elbo.differentiable_loss(model, guide, x) / len(x)
+        value = loss.item()
+        if not math.isfinite(value):  # fit raises here; keep the same check
+            raise FloatingPointError(f"pyro_gen {objective}: loss {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return value
+
+    return step
+
+
+# --- plain Pyro: SVI as in Pyro's VAE example ------------------------------------------------
+
+
+def pyro_svi_step() -> Step:
+    """``pyro.infer.SVI(model, guide, pyro.optim.Adam, Trace_ELBO())`` written as in Pyro's
+    VAE example: modules registered with ``pyro.module``, Pyro's default validation.
+
+    pyro_gen's ``VAE.model``/``VAE.guide`` cannot be used here: their networks are plain
+    ``nn.Module`` attributes of a ``PyroModule``, so they never reach Pyro's param store
+    and ``SVI`` would silently update nothing. The networks are the VAE's own modules.
+    """
+    vae = new_vae()
+    encoder, decoder = vae.encoder, vae.decoder
+
+    def model(x: torch.Tensor) -> None:
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z_loc = x.new_zeros(x.shape[0], Z_DIM)
+            z_scale = x.new_ones(x.shape[0], Z_DIM)
+            z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x: torch.Tensor) -> None:
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            z_loc, z_scale = encoder(x)
+            pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": LR}), loss=pyro.infer.Trace_ELBO())
+
+    def step(x: torch.Tensor) -> float:
+        return svi.step(x)  # the example's loss: summed over the batch (Adam is scale-free)
+
+    return step
+
+
+# --- hand-written PyTorch reference ----------------------------------------------------------
+
+
+def log_normal(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(x; loc, diag scale^2) summed over the last dimension."""
+    return (-0.5 * ((x - loc) / scale) ** 2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
+
+
+def log_std_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(-1)
+
+
+def log_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log Bernoulli(x; logits) summed over pixels; broadcasts x over leading particle dims."""
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+
+def torch_loss(objective: str, vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """The negative bound per data point, averaged over the batch, in plain PyTorch."""
+    loc, scale = vae.encoder(x)
+    if objective == "trace":
+        z = loc + scale * torch.randn_like(loc)
+        log_w = log_bernoulli(vae.decoder(z), x) + log_std_normal(z) - log_normal(z, loc, scale)
+        return -log_w.mean()
+    if objective == "meanfield":
+        z = loc + scale * torch.randn_like(loc)
+        kl = 0.5 * (loc ** 2 + scale ** 2 - 1.0).sum(-1) - scale.log().sum(-1)
+        return -(log_bernoulli(vae.decoder(z), x) - kl).mean()
+    if objective == "iwae5":
+        eps = torch.randn((K_IWAE,) + loc.shape, dtype=loc.dtype, device=loc.device)
+        z = loc + scale * eps  # (k, B, z_dim): the encoder ran once
+        log_w = log_bernoulli(vae.decoder(z), x) + log_std_normal(z) - log_normal(z, loc, scale)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(K_IWAE)).mean()
+    raise ValueError(objective)
+
+
+def torch_step(objective: str) -> Step:
+    """One hand-written PyTorch step (its own VAE instance and Adam) for ``objective``."""
+    vae = new_vae()
+    opt = torch.optim.Adam(vae.parameters(), lr=LR)
+
+    def step(x: torch.Tensor) -> float:
+        loss = torch_loss(objective, vae, x)
+        value = loss.item()  # a real loop logs the loss too; keeps the sync symmetric
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return value
+
+    return step
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def time_steps(step: Step, batches: list[torch.Tensor], start: int, count: int) -> float:
+    """Milliseconds per step over ``count`` steps, cycling through ``batches`` from ``start``."""
+    n = len(batches)
+    t0 = time.perf_counter()
+    for i in range(count):
+        step(batches[(start + i) % n])
+    return 1e3 * (time.perf_counter() - t0) / count
+
+
+def run(rounds: int, steps: int, warmup: int) -> dict:
+    """Time every implementation interleaved; returns the JSON-ready results."""
+    torch.set_num_threads(THREADS)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    train, data_name = load_train()
+    batches = make_batches(train, count=max(8, min(64, steps)))
+
+    impls: dict[str, Step] = {}
+    for name in ("trace", "meanfield", "iwae5"):
+        spec = "iwae:5" if name == "iwae5" else name
+        impls[f"pyro_gen/{name}"] = pyro_gen_step(spec)
+        impls[f"torch/{name}"] = torch_step(name)
+    impls["pyro_svi/trace"] = pyro_svi_step()
+
+    names = list(impls)
+    for name in names:  # warm-up: allocator, autograd graph caches, Pyro's plate-nesting guess
+        time_steps(impls[name], batches, 0, warmup)
+
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            per_round[name].append(time_steps(impls[name], batches, r * steps, steps))
+        row = "  ".join(f"{n}={per_round[n][-1]:.2f}" for n in names)
+        print(f"round {r + 1}/{rounds} ms/step: {row}", file=sys.stderr, flush=True)
+
+    med = {name: statistics.median(v) for name, v in per_round.items()}
+    result: dict = {}
+    for name in ("trace", "meanfield", "iwae5"):
+        a, b = med[f"pyro_gen/{name}"], med[f"torch/{name}"]
+        result[name] = {"pyro_gen_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
+    a, b = med["pyro_svi/trace"], med["torch/trace"]
+    result["pyro_svi"] = {"pyro_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
+    result.update({"threads": THREADS, "rounds": rounds, "steps_per_round": steps, "data": data_name})
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse flags, run the benchmark, print the JSON line last."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is over these)")
+    p.add_argument("--steps", type=int, default=20, help="steps of each implementation per round")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps of each implementation first")
+    p.add_argument("--smoke", action="store_true", help="2 rounds of 2 steps, 1 warm-up step (CI)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.steps, args.warmup = 2, 2, 1
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        p.error("--rounds and --steps must be >= 1 and --warmup >= 0")
+    result = run(args.rounds, args.steps, args.warmup)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Data loaders: the embedded digits, the real data sets in ../shared/data, the data root,
+clear errors for missing files, and pickles opened only after their hash matches."""
+
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyro_gen import data
+
+
+def test_digits_offline_split_is_fixed():
+    a, b = data.load("digits"), data.load("digits")
+    assert a.train.shape == (1297, 64) and a.val.shape == (250, 64) and a.test.shape == (250, 64)
+    assert torch.equal(a.train, b.train)
+    assert set(a.train.unique().tolist()) == {0.0, 1.0} and a.binary
+    assert a.labels["test"].shape == (250,) and a.image_shape == (1, 8, 8)
+    assert not torch.equal(data.load("digits", seed=1).test, a.test)
+
+
+def test_binarized_mnist_static_split(shared_data):
+    ds = data.load("binarized-mnist", data_root=shared_data)
+    assert ds.train.shape == (50_000, 784) and ds.val.shape == (10_000, 784) and ds.test.shape == (10_000, 784)
+    assert set(ds.test.unique().tolist()) == {0.0, 1.0}
+    # the static binarization: about 13% of pixels are on
+    assert 0.10 < ds.train.mean().item() < 0.16
+
+
+def test_frey_faces_hash_checked(shared_data):
+    ds = data.load("frey-faces", data_root=shared_data)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 1965
+    assert ds.train.shape[1] == 560 and 0.0 <= ds.train.min() and ds.train.max() <= 1.0
+
+
+def test_data_root_from_environment(shared_data, monkeypatch):
+    monkeypatch.setenv("PYRO_GEN_DATA", str(shared_data))
+    path = data.find_file("frey_faces/freyfaces.pkl")
+    assert path == shared_data / "frey_faces" / "freyfaces.pkl"
+
+
+def test_missing_file_names_the_file_and_every_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYRO_GEN_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load("binarized-mnist", data_root=tmp_path / "arg")
+    msg = str(err.value)
+    assert "binarized_mnist/binarized_mnist_train.amat" in msg
+    for where in ("arg", "env", "cache"):
+        assert str(tmp_path / where) in msg
+    assert "download=True" in msg
+
+
+def test_torchvision_sets_missing_are_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYRO_GEN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(data.DataNotFoundError, match="fashion-mnist.*Looked in"):
+        data.load("fashion-mnist", data_root=tmp_path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_tampered_pickle_is_never_loaded(tmp_path, monkeypatch):
+    (tmp_path / "frey_faces").mkdir()
+    (tmp_path / "frey_faces" / "freyfaces.pkl").write_bytes(pickle.dumps(_Payload()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="refusing to unpickle.*SHA-256"):
+        data.load("frey-faces", data_root=tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_unknown_data_set_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid choices: digits, binarized-mnist, mnist, fashion-mnist, frey-faces"):
+        data.load("cifar")
+
+
+def test_check_data_names_each_problem():
+    x = torch.zeros(4, 3)
+    assert data.check_data(x) is x
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN values in 1 row.*row 2"):
+        data.check_data(x, "train_data")
+    with pytest.raises(ValueError, match="inf"):
+        data.check_data(torch.tensor([[1.0, float("inf")]]))
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        data.check_data(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"shape \(N, D\).*\(2, 2, 2\)"):
+        data.check_data(torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="N >= 1"):
+        data.check_data(torch.zeros(0, 2))
+
+
+def test_import_stays_light():
+    code = ("import sys, pyro_gen; heavy = [m for m in ('matplotlib', 'arviz', 'torchvision', 'sklearn') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
