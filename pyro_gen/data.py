@@ -235,7 +235,7 @@ def _torchvision(cls_name: str, label: str) -> Callable[..., Dataset]:
         train_x = splits[True].data.reshape(-1, 784).float() / 255.0
         test_x = splits[False].data.reshape(-1, 784).float() / 255.0
         train_y, test_y = splits[True].targets, splits[False].targets
-        n_val = 10000
+        n_val = min(10000, len(train_x) // 6)  # the usual 50k/10k split of the 60k training images
         perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
         return Dataset(label, train_x[tr_idx], train_x[val_idx], test_x, (1, 28, 28), False,

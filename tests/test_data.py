@@ -99,3 +99,26 @@ def test_import_stays_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def _write_idx(path, array):
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_sets_from_a_local_root(tmp_path, name, folder):
+    import numpy as np
+
+    raw = tmp_path / "torchvision" / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 12)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)))
+    ds = data.load(name, data_root=tmp_path)
+    assert ds.train.shape == (50, 784) and ds.val.shape == (10, 784) and ds.test.shape == (12, 784)
+    assert 0.0 <= ds.train.min() and ds.train.max() <= 1.0 and ds.labels["train"].shape == (50,)
