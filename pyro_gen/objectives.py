@@ -23,7 +23,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.messenger import Messenger
 
 __all__ = [
@@ -103,7 +103,7 @@ def _log_weight(model_trace, guide_trace) -> torch.Tensor:
             log_w = log_w + torch_sum(site["log_prob"], sum_dims)
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample":
-            if is_identically_zero(site["score_parts"].entropy_term):
+            if not site["fn"].has_rsample:
                 raise ValueError(
                     f"guide site {name!r} is not reparameterizable, so the importance-weighted "
                     "bound's gradient would be biased; use objective 'graph' (score function "
@@ -179,16 +179,7 @@ class DReG_ELBO(RenyiBound):
             stopped = poutine.trace(replayed).get_trace(*args, **kwargs)
         stopped = pyro.poutine.util.prune_subsample_sites(stopped)
         stopped.compute_log_prob()
-        sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-        log_w = 0.0
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample":
-                log_w = log_w + torch_sum(site["log_prob"], sum_dims)
-        for name, site in stopped.nodes.items():
-            if site["type"] == "sample":
-                if not site["fn"].has_rsample:
-                    raise ValueError(f"DReG needs reparameterized guide sites; {name!r} is not")
-                log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+        log_w = _log_weight(model_trace, stopped)  # log q with the guide's parameters held fixed
         weights = torch.softmax(log_w.detach(), dim=0)
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and site["value"].requires_grad:

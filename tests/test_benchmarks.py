@@ -1,0 +1,89 @@
+"""The benchmark scripts run end to end in smoke mode and print well-formed results.
+
+Each script runs in a subprocess exactly as a person would run it (``python
+benchmarks/x.py --smoke`` from the repository root); the last stdout line must be
+one JSON object with the documented keys and sensible numbers. Together these take
+about 15 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(data_dir: Path | str | None = None, **extra: str) -> dict[str, str]:
+    """The caller's environment with the repository importable and, if given, the data folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if data_dir is not None:
+        env["PYRO_GEN_DATA"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def _run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _last_json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output on stdout; stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_speed_smoke():
+    # Uses the real data when PYRO_GEN_DATA points at it, random binary data otherwise.
+    out = _last_json(_run("vae_speed.py", "--smoke", env=_env()))
+    assert set(out) == {"trace", "meanfield", "iwae5", "pyro_svi", "threads", "rounds", "steps_per_round", "data"}
+    for name in ("trace", "meanfield", "iwae5"):
+        assert set(out[name]) == {"pyro_gen_ms", "torch_ms", "ratio"}
+        assert all(_positive(v) for v in out[name].values()), out[name]
+    assert set(out["pyro_svi"]) == {"pyro_ms", "torch_ms", "ratio"}
+    assert all(_positive(v) for v in out["pyro_svi"].values()), out["pyro_svi"]
+    assert (out["threads"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
+    assert out["data"] in ("binarized-mnist", "random")
+
+
+@pytest.mark.slow
+def test_quality_smoke(shared_data, tmp_path):
+    if not (shared_data / "binarized_mnist").is_dir():
+        pytest.skip(f"binarized_mnist not found in {shared_data}: the quality benchmark needs the real data")
+    run_dir = tmp_path / "bench_quality"
+    out = _last_json(_run("vae_quality.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"epochs", "trace", "iwae5", "reference_trace", "eval_k", "eval_n"}
+    assert (out["epochs"], out["eval_k"], out["eval_n"]) == (1, 10, 100)
+    for name in ("trace", "iwae5", "reference_trace"):
+        assert set(out[name]) == {"nll", "se", "seconds"}
+        # log p(x) < 0 for binary data, so the NLL is positive; one epoch on 500 points stays far above 80 nats.
+        assert all(_positive(v) for v in out[name].values()), out[name]
+        assert 80 < out[name]["nll"] < 800, out[name]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["trace"] == out["trace"]
+    assert (run_dir / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quality_without_data_exits_2_naming_the_folders(tmp_path):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    proc = _run("vae_quality.py", "--smoke", "--out", str(tmp_path / "out"),
+                env=_env(empty, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "binarized_mnist" in proc.stderr and str(empty) in proc.stderr
+    assert proc.stdout.strip() == ""
