@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,9 +302,10 @@ def fit(
         return beta * min(1.0, step / (kl_anneal * steps_per_epoch))
 
     def batch_loss(batch, weight: float) -> torch.Tensor:
-        scale = _objectives.LatentScale(weight) if weight != 1.0 else contextlib.nullcontext()
-        with pyro.validation_enabled(validate), scale:
-            return elbo.differentiable_loss(model, guide, *batch) / len(batch[0])
+        if weight != 1.0:
+            with _objectives.LatentScale(weight):
+                return elbo.differentiable_loss(model, guide, *batch) / len(batch[0])
+        return elbo.differentiable_loss(model, guide, *batch) / len(batch[0])
 
     def checkpoint():
         if ckpt_path is None:
@@ -325,8 +327,12 @@ def fit(
     from tqdm.auto import tqdm
 
     stopped = "epochs"
+    interactive = sys.stderr.isatty()
     bar = tqdm(total=epochs * steps_per_epoch, initial=min(state["step"], epochs * steps_per_epoch),
-               disable=not progress, desc="fit", unit="step", dynamic_ncols=True)
+               disable=not progress, desc="fit", unit="step", dynamic_ncols=True,
+               mininterval=0.1 if interactive else 30.0)  # a log file gets a line every 30 s, not 10 a second
+    validation_context = pyro.validation_enabled(validate)
+    validation_context.__enter__()
     try:
         while state["epoch"] < epochs:
             epoch = state["epoch"] + 1
@@ -398,6 +404,7 @@ def fit(
                 break
     finally:
         bar.close()
+        validation_context.__exit__(None, None, None)
     write_metrics(stopped)
     best_state = state["best"] if state["best"] is not None else _get_state(modules, store_names)
     result = FitResult(state["history"], best_state, state["best_epoch"], state["best_val"], stopped,
