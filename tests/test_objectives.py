@@ -38,11 +38,25 @@ def test_normal_normal_posterior_recovered(objective):
     assert _param("scale") == pytest.approx(scale, abs=0.03)
 
 
-@pytest.mark.parametrize("objective", ["trace", "meanfield", "iwae:5", "graph"])
-def test_beta_bernoulli_posterior_recovered(objective):
+def _score_function_beta_guide(x):
+    """The Beta guide with its reparameterized sampler switched off: only score-function
+    gradients (with a decaying-average baseline) can train it."""
+    a = pyro.param("a", torch.tensor(1.0), constraint=torch.distributions.constraints.positive)
+    b = pyro.param("b", torch.tensor(1.0), constraint=torch.distributions.constraints.positive)
+    q = dist.Beta(a, b)
+    q.has_rsample = False
+    pyro.sample("p", q, infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+
+@pytest.mark.parametrize(
+    "objective, guide",
+    [(name, beta_bernoulli_guide) for name in ALL] + [("graph", _score_function_beta_guide)],
+    ids=ALL + ["graph-score-function"],
+)
+def test_beta_bernoulli_posterior_recovered(objective, guide):
     x = beta_bernoulli_data()
     a_post, b_post = A + x.sum().item(), B + len(x) - x.sum().item()
-    fit(beta_bernoulli_model, beta_bernoulli_guide, x, objective=objective, epochs=2500, batch_size=len(x),
+    fit(beta_bernoulli_model, guide, x, objective=objective, epochs=2500, batch_size=len(x),
         lr=0.05, lr_schedule="step:800:0.3", progress=False)
     a, b = _param("a"), _param("b")
     # compare the posterior's mean and standard deviation (the natural scale of the fit)
