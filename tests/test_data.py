@@ -122,3 +122,30 @@ def test_torchvision_sets_from_a_local_root(tmp_path, name, folder):
     ds = data.load(name, data_root=tmp_path)
     assert ds.train.shape == (50, 784) and ds.val.shape == (10, 784) and ds.test.shape == (12, 784)
     assert 0.0 <= ds.train.min() and ds.train.max() <= 1.0 and ds.labels["train"].shape == (50,)
+
+
+def test_binarized_mnist_plain_text_amat_as_downloaded(tmp_path):
+    # The canonical download is whitespace-separated text; the shared copies are MATLAB files.
+    import numpy as np
+
+    folder = tmp_path / "binarized_mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), ("valid", 3), ("test", 4)):
+        np.savetxt(folder / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (n, 784)), fmt="%d")
+    ds = data.load("binarized-mnist", data_root=tmp_path)
+    assert ds.train.shape == (5, 784) and ds.val.shape == (3, 784) and ds.test.shape == (4, 784)
+
+
+def test_frey_faces_from_the_original_mat_file(tmp_path, monkeypatch):
+    import numpy as np
+    from scipy.io import savemat
+
+    monkeypatch.delenv("PYRO_GEN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "frey_faces").mkdir()
+    faces = np.random.default_rng(0).integers(0, 256, (560, 1000)).astype(np.uint8)  # stored one face per column
+    savemat(tmp_path / "frey_faces" / "frey_rawface.mat", {"ff": faces})
+    ds = data.load("frey-faces", data_root=tmp_path)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 1000 and ds.dim == 560
+    assert ds.train.max() <= 1.0
