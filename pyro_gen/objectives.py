@@ -156,10 +156,14 @@ class DReG_ELBO(RenyiBound):
     log q removed, which stays informative as k grows (the plain IWAE guide
     gradient's signal-to-noise ratio falls like 1/sqrt(k), Rainforth et al. 2018).
 
-    Implementation: log q is re-evaluated at the sampled z with the guide's
-    parameters detached (the guide is replayed, so any guide works whose
-    parameters live in its ``nn.Module`` or in Pyro's param store), and a gradient
-    hook on each sampled z multiplies what flows back through z by w~_i.
+    Implementation: with ``log_w`` computed with log q at the guide's parameters held
+    fixed, and ``path`` the same quantity with the model's parameters held fixed too,
+    the surrogate ``sum_i w~_i log_w_i + (w~_i^2 - w~_i) path_i`` has exactly these
+    gradients: ``path`` reaches only the guide's parameters, through z. The chain
+    rule through z handles guides whose latents depend on each other (AutoGuides,
+    q(z2 | z1)). Parameters are held fixed by replaying model and guide with their
+    ``nn.Module`` parameters and ``pyro.param`` values detached; a guide with dropout
+    or batch norm sees a second forward pass.
 
     References:
         Tucker, Lawson, Gu & Maddison (2019), Doubly Reparameterized Gradient
@@ -172,23 +176,24 @@ class DReG_ELBO(RenyiBound):
         super().__init__(alpha=0.0, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
 
+    def _replay(self, fn, guide_trace, args, kwargs):
+        tr = poutine.trace(poutine.replay(self._vectorized_num_particles(fn), trace=guide_trace)).get_trace(
+            *args, **kwargs)
+        tr = pyro.poutine.util.prune_subsample_sites(tr)
+        tr.compute_log_prob()
+        return tr
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         ((model_trace, guide_trace),) = list(self._get_traces(model, guide, args, kwargs))
         with detached_parameters(_modules_of(guide)):
-            replayed = poutine.replay(self._vectorized_num_particles(guide), trace=guide_trace)
-            stopped = poutine.trace(replayed).get_trace(*args, **kwargs)
-        stopped = pyro.poutine.util.prune_subsample_sites(stopped)
-        stopped.compute_log_prob()
-        log_w = _log_weight(model_trace, stopped)  # log q with the guide's parameters held fixed
+            guide_fixed = self._replay(guide, guide_trace, args, kwargs)
+        with detached_parameters(_modules_of(model) + _modules_of(guide)):
+            model_fixed = self._replay(model, guide_trace, args, kwargs)
+        log_w = _log_weight(model_trace, guide_fixed)  # gradients: model params directly, guide params via z
+        path = _log_weight(model_fixed, guide_fixed)  # gradients: guide params via z only
         weights = torch.softmax(log_w.detach(), dim=0)
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample" and site["value"].requires_grad:
-                value = site["value"]
-                extra = value.dim() - weights.dim()
-                w = weights.reshape(weights.shape + (1,) * max(extra, 0))
-                value.register_hook(lambda g, w=w: g * w)
         bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)
-        surrogate = (weights * log_w).sum()
+        surrogate = (weights * log_w).sum() + ((weights**2 - weights) * path).sum()
         return -bound.sum() - (surrogate - surrogate.detach())
 
 
