@@ -35,11 +35,14 @@ __all__ = [
     "dreg",
     "get",
     "names",
+    "describe",
     "prepare",
     "RenyiBound",
     "DReG_ELBO",
     "GraphELBO",
     "LatentScale",
+    "detached_parameters",
+    "prepare",
 ]
 
 
@@ -127,9 +130,12 @@ def detached_parameters(modules: list[torch.nn.Module]) -> Iterator[None]:
     """Within the block, every parameter of ``modules`` (and of Pyro's param store,
     through ``pyro.param``) is read as a detached tensor: values are unchanged,
     gradients cannot reach them."""
-    saved = []
+    saved, seen = [], set()
     for module in modules:
         for sub in module.modules():
+            if id(sub) in seen:  # a module listed twice (model and guide of one PyroModule) is swapped once
+                continue
+            seen.add(id(sub))
             for name, p in list(sub._parameters.items()):
                 if p is not None:
                     saved.append((sub, name, p))
@@ -292,6 +298,14 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "dreg": dreg,
     "iwae-dreg": dreg,
 }
+
+
+def describe(elbo: ELBO) -> str:
+    """A short description that tells objectives apart (class, particles, alpha)."""
+    parts = [f"k={elbo.num_particles}"]
+    if isinstance(elbo, RenyiELBO):
+        parts.append(f"alpha={elbo.alpha:g}")
+    return f"{type(elbo).__name__}({', '.join(parts)})"
 
 
 def names() -> list[str]:

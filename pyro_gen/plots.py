@@ -100,12 +100,15 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, path, title: st
     return _save(fig, path)
 
 
-def latent_manifold(decode: Callable, image_shape: Sequence[int], path, n: int = 15) -> Path:
-    """For a 2-D latent: decode a grid of z at standard-normal quantiles (Kingma & Welling 2014, Fig. 4)."""
+def latent_manifold(decode: Callable, image_shape: Sequence[int], path, n: int = 15,
+                    device: str | torch.device = "cpu") -> Path:
+    """For a 2-D latent: decode a grid of z at standard-normal quantiles (Kingma & Welling 2014, Fig. 4).
+
+    ``device`` is where ``decode`` expects its input."""
     from torch.distributions import Normal
 
     q = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-    zz = torch.cartesian_prod(q, q.flip(0))[:, [1, 0]]
+    zz = torch.cartesian_prod(q, q.flip(0))[:, [1, 0]].to(device)
     with torch.no_grad():
         images = decode(zz)
     return image_grid(images, image_shape, path, nrow=n, title="learned manifold (2-D latent)")

@@ -57,7 +57,7 @@ def model_figures(model_obj, x: torch.Tensor, labels: torch.Tensor | None, image
                         out / f"{prefix}interpolation.png"))
                     if z.shape[-1] == 2:
                         files["manifold"] = str(plots.latent_manifold(model_obj.decode, image_shape,
-                                                                      out / f"{prefix}manifold.png"))
+                                                                      out / f"{prefix}manifold.png", device=z.device))
     finally:
         model_obj.train(was)
     return files

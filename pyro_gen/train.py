@@ -167,10 +167,6 @@ def _as_tensors(data, what: str) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
-def _objective_name(objective) -> str:
-    return objective if isinstance(objective, str) else type(objective).__name__
-
-
 def fit(
     model: Callable,
     guide: Callable,
@@ -242,6 +238,8 @@ def fit(
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid choices: {', '.join(_OPTIMIZERS)}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 epoch (or None for no early stopping), got {patience}")
     if beta <= 0 or kl_anneal < 0:
         raise ValueError(f"beta must be > 0 and kl_anneal >= 0, got beta={beta}, kl_anneal={kl_anneal}")
     if resume and out is None:
@@ -274,16 +272,22 @@ def fit(
     n = len(train[0])
     steps_per_epoch = math.ceil(n / batch_size)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "bad_epochs": 0,
-                             "best": None, "best_val": None, "best_epoch": 0}
-    config = {"objective": _objective_name(objective), "batch_size": batch_size, "n_train": n}
+                             "best": None, "best_val": None, "best_epoch": 0, "ckpt_epoch": None,
+                             # where we are inside an epoch (a budget can stop a run mid-epoch)
+                             "perm": None, "pos": 0, "total": 0.0, "count": 0}
+    config = {"objective": _objectives.describe(elbo), "batch_size": batch_size, "n_train": n,
+              "epochs": epochs, "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else None}
 
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        for key in ("objective", "batch_size", "n_train"):
+        ck = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay on the CPU
+        must_match = ["objective", "batch_size", "n_train"]
+        if lr_schedule == "cosine":  # its period is the number of epochs
+            must_match.append("epochs")
+        for key in must_match:
             if ck["config"].get(key) != config[key]:
                 raise CheckpointError(
                     f"{ckpt_path} was made with {key}={ck['config'].get(key)!r}, this run has {config[key]!r}: "
-                    "resume needs the same objective, batch size and data"
+                    "resume needs the same objective, batch size and data (and epochs under a cosine schedule)"
                 )
         _load_state(modules, ck["state"])
         opt.load_state_dict(ck["optimizer"])
@@ -293,8 +297,8 @@ def fit(
         shuffle.set_state(ck["rng"]["shuffle"])
         if device.type == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
-        state.update({k: ck[k] for k in ("epoch", "step", "seconds", "history", "bad_epochs", "best_val", "best_epoch")})
-        state["best"] = ck["best"]
+        state.update({k: ck[k] for k in state if k in ck})
+        state["ckpt_epoch"] = ck["epoch"] + (ck["pos"] / n if ck["perm"] is not None else 0)
 
     def kl_weight(step: int) -> float:
         if kl_anneal <= 0:
@@ -310,23 +314,39 @@ def fit(
     def checkpoint():
         if ckpt_path is None:
             return
+        keep = ("epoch", "step", "seconds", "history", "bad_epochs", "best_val", "best_epoch", "best", "perm", "pos",
+                "total", "count")
         save_checkpoint({
-            "config": config, "epoch": state["epoch"], "step": state["step"], "seconds": state["seconds"],
-            "history": state["history"], "bad_epochs": state["bad_epochs"], "best_val": state["best_val"],
-            "best_epoch": state["best_epoch"], "best": state["best"], "state": _get_state(modules, store_names),
+            "config": config, **{k: state[k] for k in keep}, "state": _get_state(modules, store_names),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
             "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         }, ckpt_path)
+        state["ckpt_epoch"] = state["epoch"] + (state["pos"] / n if state["perm"] is not None else 0)
 
-    def write_metrics(stopped=None):
+    def write_metrics(history, stopped=None):
         if out is not None:
-            write_json({"config": config, "history": state["history"], "best_epoch": state["best_epoch"],
+            write_json({"config": config, "history": history, "best_epoch": state["best_epoch"],
                         "best_val_loss": state["best_val"], "stopped": stopped}, out / "metrics.json")
+
+    def budget_spent(elapsed: float) -> str | None:
+        if max_steps is not None and state["step"] >= max_steps:
+            return "max_steps"
+        if max_seconds is not None and state["seconds"] + elapsed >= max_seconds:
+            return "max_seconds"
+        return None
+
+    def epoch_row(epoch: int) -> dict:
+        row = {"epoch": epoch, "step": state["step"], "train_loss": state["total"] / max(state["count"], 1),
+               "lr": opt.param_groups[0]["lr"], "kl_weight": kl_weight(state["step"]), "seconds": state["seconds"]}
+        if val is not None:
+            row["val_loss"] = _evaluate_loss(elbo, model, guide, val, val_batch_size, beta, modules)
+        return row
 
     from tqdm.auto import tqdm
 
     stopped = "epochs"
+    history = state["history"]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=epochs * steps_per_epoch, initial=min(state["step"], epochs * steps_per_epoch),
                disable=not progress, desc="fit", unit="step", dynamic_ncols=True,
@@ -335,20 +355,29 @@ def fit(
     validation_context.__enter__()
     try:
         while state["epoch"] < epochs:
-            epoch = state["epoch"] + 1
+            if patience is not None and val is not None and state["bad_epochs"] >= patience:
+                stopped = "early_stopping"  # e.g. resuming a run that had already stopped early
+                break
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            total, count = 0.0, 0
-            budget_hit = None
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
+            budget_hit = budget_spent(0.0)
+            if budget_hit:
+                stopped = budget_hit
+                break
+            epoch = state["epoch"] + 1
+            if state["perm"] is None:
+                state.update(perm=torch.randperm(n, generator=shuffle), pos=0, total=0.0, count=0)
+            perm = state["perm"].to(device)
+            while state["pos"] < n:
+                budget_hit = budget_spent(time.perf_counter() - t0)
+                if budget_hit:
+                    break
+                idx = perm[state["pos"]:state["pos"] + batch_size]
                 batch = tuple(t[idx] for t in train)
-                weight = kl_weight(state["step"])
-                loss = batch_loss(batch, weight)
+                loss = batch_loss(batch, kl_weight(state["step"]))
                 value = loss.item()
                 if not math.isfinite(value):
-                    where = f"last good checkpoint: {ckpt_path} (epoch {state['epoch']})" if (
-                        ckpt_path is not None and ckpt_path.exists()) else "no checkpoint was written"
+                    where = (f"last good checkpoint: {ckpt_path} (epoch {state['ckpt_epoch']:g})"
+                             if state["ckpt_epoch"] is not None else "no checkpoint was written")
                     raise NonFiniteLossError(
                         f"loss became {value} at epoch {epoch}, step {state['step'] + 1} "
                         f"(objective {config['objective']}); training stopped, {where}. Try a lower lr, "
@@ -360,34 +389,37 @@ def fit(
                     torch.nn.utils.clip_grad_norm_(params, clip_norm)
                 opt.step()
                 state["step"] += 1
-                total += value * len(idx)
-                count += len(idx)
+                state["pos"] += len(idx)
+                state["total"] += value * len(idx)
+                state["count"] += len(idx)
                 bar.update(1)
                 if state["step"] % 20 == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{total / count:.3f}", refresh=False)
-                if max_steps is not None and state["step"] >= max_steps:
-                    budget_hit = "max_steps"
-                elif max_seconds is not None and state["seconds"] + time.perf_counter() - t0 >= max_seconds:
-                    budget_hit = "max_seconds"
-                if budget_hit:
-                    break
+                    bar.set_postfix(epoch=epoch, loss=f"{state['total'] / state['count']:.3f}", refresh=False)
             state["seconds"] += time.perf_counter() - t0
-            row = {"epoch": epoch, "step": state["step"], "train_loss": total / max(count, 1),
-                   "lr": opt.param_groups[0]["lr"], "kl_weight": kl_weight(state["step"]),
-                   "seconds": state["seconds"]}
-            if val is not None:
-                row["val_loss"] = _evaluate_loss(elbo, model, guide, val, val_batch_size, beta, modules)
+            if budget_hit:
+                # Stopped inside the epoch: save the position first (validation spends random
+                # numbers), so that a resumed run finishes this epoch exactly as an uninterrupted
+                # one. The partial epoch is reported but not recorded as an epoch.
+                stopped = budget_hit
+                checkpoint()
+                history = state["history"] + [{**epoch_row(epoch), "partial": True}]
+                if val is not None and (state["best_val"] is None or history[-1]["val_loss"] < state["best_val"]):
+                    state["best_val"], state["best_epoch"] = history[-1]["val_loss"], epoch
+                    state["best"] = _get_state(modules, store_names)
+                break
+            row = epoch_row(epoch)
             state["history"].append(row)
-            state["epoch"] = epoch
-            metric = row.get("val_loss", row["train_loss"])
-            if state["best_val"] is None or metric < state["best_val"]:
-                state["best_val"], state["best_epoch"], state["bad_epochs"] = metric, epoch, 0
+            state.update(epoch=epoch, perm=None, pos=0, total=0.0, count=0)
+            if val is None:  # nothing held out: the best state is the latest one
+                state["best_epoch"], state["best"] = epoch, None
+            elif state["best_val"] is None or row["val_loss"] < state["best_val"]:
+                state["best_val"], state["best_epoch"], state["bad_epochs"] = row["val_loss"], epoch, 0
                 state["best"] = _get_state(modules, store_names)
             else:
                 state["bad_epochs"] += 1
             if sched is not None:
                 if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    sched.step(metric)
+                    sched.step(row.get("val_loss", row["train_loss"]))
                 else:
                     sched.step()
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}",
@@ -396,18 +428,18 @@ def fit(
                 stopped = "early_stopping"
             if callback is not None and callback(row) is False:
                 stopped = "callback"
-            stopped = budget_hit or stopped
             if epoch % checkpoint_every == 0 or stopped != "epochs" or epoch == epochs:
                 checkpoint()
-            write_metrics(stopped if (stopped != "epochs" or epoch == epochs) else None)
+            write_metrics(state["history"])
             if stopped != "epochs":
                 break
+            history = state["history"]
     finally:
         bar.close()
         validation_context.__exit__(None, None, None)
-    write_metrics(stopped)
+    write_metrics(history, stopped)
     best_state = state["best"] if state["best"] is not None else _get_state(modules, store_names)
-    result = FitResult(state["history"], best_state, state["best_epoch"], state["best_val"], stopped,
+    result = FitResult(history, best_state, state["best_epoch"], state["best_val"], stopped,
                        state["step"], state["seconds"], out, modules)
     if restore_best and val is not None and state["best"] is not None:
         result.restore_best()

@@ -232,3 +232,12 @@ def test_dreg_guide_gradient_vanishes_at_the_exact_posterior_even_for_an_autogui
         grads[name] = max(p.grad.abs().max().item() for p in guide.parameters())
     assert grads["dreg:5"] < 1e-5
     assert grads["iwae:5"] > 1e-3
+
+
+def test_detached_parameters_restores_modules_listed_twice():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    before = list(net.parameters())
+    with objectives.detached_parameters([net, net, net[0]]):
+        assert not any(p.requires_grad for p in (net[0].weight, net[1].bias))
+    after = list(net.parameters())
+    assert all(a is b for a, b in zip(before, after)) and all(isinstance(p, torch.nn.Parameter) for p in after)

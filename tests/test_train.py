@@ -244,3 +244,48 @@ def test_plain_functions_with_param_store_checkpoint_and_resume(tmp_path):
     pyro.clear_param_store()
     fit(model, guide, x, epochs=3, lr=0.05, batch_size=10, out=tmp_path / "b", resume=True, progress=False)
     assert pyro.param("mu").item() == straight
+
+
+def test_budget_stop_inside_an_epoch_resumes_exactly(tmp_path, digits):
+    kw = dict(epochs=3, batch_size=100, val_data=digits.val, progress=False)
+    straight = _vae()
+    fit(straight.model, straight.guide, digits.train, max_steps=8, **kw)
+
+    part = _vae()
+    res = fit(part.model, part.guide, digits.train, max_steps=5, out=tmp_path, **kw)
+    assert res.steps == 5 and res.stopped == "max_steps" and res.history[-1]["partial"]
+    again = fit(part.model, part.guide, digits.train, max_steps=5, out=tmp_path, resume=True, **kw)
+    assert again.steps == 5  # the budget is spent: no extra step
+    resumed = _vae(seed=7)
+    res = fit(resumed.model, resumed.guide, digits.train, max_steps=8, out=tmp_path, resume=True, **kw)
+    assert res.steps == 8 and _same(resumed, straight)
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
+    model, guide = _gaussian_mean_pair()
+    kw = dict(val_data=torch.full((50, 1), 10.0), epochs=50, patience=3, lr=0.1, batch_size=50, out=tmp_path,
+              progress=False)
+    first = fit(model, guide, torch.zeros(50, 1), **kw)
+    second = fit(model, guide, torch.zeros(50, 1), resume=True, **kw)
+    assert second.stopped == "early_stopping" and second.steps == first.steps
+
+
+def test_resume_refuses_a_changed_cosine_period_and_another_objective(tmp_path, digits):
+    m = _vae()
+    fit(m.model, m.guide, digits.train[:100], epochs=2, batch_size=50, objective="iwae:5", lr_schedule="cosine",
+        out=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="epochs"):
+        fit(m.model, m.guide, digits.train[:100], epochs=4, batch_size=50, objective="iwae:5",
+            lr_schedule="cosine", out=tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="objective"):
+        fit(m.model, m.guide, digits.train[:100], epochs=2, batch_size=50, objective="renyi:0.5",
+            lr_schedule="cosine", out=tmp_path, resume=True, progress=False)
+
+
+def test_without_validation_the_best_state_is_the_last(digits):
+    m = _vae()
+    res = fit(m.model, m.guide, digits.train[:200], epochs=3, batch_size=50, progress=False)
+    assert res.best_epoch == 3 and res.best_val_loss is None
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in res.best_state["modules"][0].items())
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        fit(m.model, m.guide, digits.train[:200], epochs=3, patience=0, progress=False)
