@@ -36,7 +36,6 @@ __all__ = [
     "get",
     "names",
     "describe",
-    "prepare",
     "RenyiBound",
     "DReG_ELBO",
     "GraphELBO",
