@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                  max_seconds=args.max_seconds, progress=not args.no_progress)
     wall = time.perf_counter() - t0
     test = ds.test.to(args.device)
-    evaluation = evaluate_model(model_obj, test, k=args.eval_k, max_points=args.eval_n)
+    evaluation = evaluate_model(model_obj, test, k=args.eval_k, max_points=args.eval_n,
+                                progress=not args.no_progress)
     labels = ds.labels.get("test")
     figures = model_figures(model_obj, test[:2000], labels[:2000] if labels is not None else None,
                             ds.image_shape, out)

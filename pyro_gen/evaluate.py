@@ -16,6 +16,7 @@ shared by every latent site (one local latent per data point), as in a VAE.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import pyro
@@ -104,13 +105,14 @@ def elbo(model, guide, data: torch.Tensor, num_samples: int = 1, batch_size: int
 
 
 def log_likelihood(model, guide, data: torch.Tensor, k: int = 1000, batch_size: int = 100,
-                   max_particles_per_pass: int | None = None) -> Estimate:
+                   max_particles_per_pass: int | None = None, progress: bool = False) -> Estimate:
     """Importance-sampled log p(x) with k particles per data point (IWAE-k), and its SE.
 
     The estimate is a lower bound in expectation and tightens as k grows. Particles
     are drawn a chunk at a time (by default so that one pass holds about 4 million
     numbers per data tensor, ~16 MB: larger passes are slower on CPU, bound by memory
-    traffic) and merged with a running logsumexp.
+    traffic) and merged with a running logsumexp. ``progress`` shows a tqdm bar over
+    batches of data points.
 
     References:
         Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, App. B.
@@ -123,7 +125,10 @@ def log_likelihood(model, guide, data: torch.Tensor, k: int = 1000, batch_size: 
     mods, was = _modules_eval(model, guide)
     try:
         out, nesting = [], plate_nesting(model, guide, data)
-        for i in range(0, len(data), batch_size):
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(0, len(data), batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
+                      disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 30.0):
             x = data[i:i + batch_size]
             acc = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
             done = 0

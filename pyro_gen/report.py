@@ -15,12 +15,13 @@ from . import evaluate, plots
 __all__ = ["evaluate_model", "model_figures", "markdown_table"]
 
 
-def evaluate_model(model_obj, test: torch.Tensor, k: int = 1000, max_points: int | None = None) -> dict:
+def evaluate_model(model_obj, test: torch.Tensor, k: int = 1000, max_points: int | None = None,
+                   progress: bool = False) -> dict:
     """Held-out ELBO and IWAE-k log-likelihood (each with its SE), active units and KL
     per dimension, for a module with ``model``/``guide`` methods and a latent site ``z``."""
     x = test[:max_points] if max_points else test
     el = evaluate.elbo(model_obj.model, model_obj.guide, x)
-    ll = evaluate.log_likelihood(model_obj.model, model_obj.guide, x, k=k)
+    ll = evaluate.log_likelihood(model_obj.model, model_obj.guide, x, k=k, progress=progress)
     out = {"n": len(x), "k": k, "elbo": el.mean, "elbo_se": el.se, "log_likelihood": ll.mean,
            "log_likelihood_se": ll.se}
     try:
