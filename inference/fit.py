@@ -11,7 +11,6 @@ Writes ``OUT/metrics.json`` (config, per-epoch history, held-out evaluation),
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
