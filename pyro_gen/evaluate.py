@@ -16,7 +16,6 @@ shared by every latent site (one local latent per data point), as in a VAE.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass
 
 import pyro
@@ -27,6 +26,7 @@ from torch.distributions import kl_divergence
 
 from .data import check_data
 from .objectives import RenyiBound, prepare
+from .progress import progress_bar
 
 __all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "per_point_log_weights"]
 
@@ -125,10 +125,8 @@ def log_likelihood(model, guide, data: torch.Tensor, k: int = 1000, batch_size: 
     mods, was = _modules_eval(model, guide)
     try:
         out, nesting = [], plate_nesting(model, guide, data)
-        from tqdm.auto import tqdm
-
-        for i in tqdm(range(0, len(data), batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
-                      disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 30.0):
+        for i in progress_bar(range(0, len(data), batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
+                              disable=not progress, interval=0.5):
             x = data[i:i + batch_size]
             acc = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
             done = 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pyro.infer import ELBO
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .data import check_data
+from .progress import progress_bar
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "modules_of", "parameters_of", "make_scheduler", "SCHEDULES"]
 
@@ -278,6 +278,10 @@ def fit(
     config = {"objective": _objectives.describe(elbo), "batch_size": batch_size, "n_train": n,
               "epochs": epochs, "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else None}
 
+    def position() -> float:
+        """Epochs done, with the fraction of a partly done one."""
+        return state["epoch"] + (state["pos"] / n if state["perm"] is not None else 0)
+
     if resume and ckpt_path is not None and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay on the CPU
         must_match = ["objective", "batch_size", "n_train"]
@@ -298,7 +302,7 @@ def fit(
         if device.type == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
         state.update({k: ck[k] for k in state if k in ck})
-        state["ckpt_epoch"] = ck["epoch"] + (ck["pos"] / n if ck["perm"] is not None else 0)
+        state["ckpt_epoch"] = position()
 
     def kl_weight(step: int) -> float:
         if kl_anneal <= 0:
@@ -322,7 +326,7 @@ def fit(
             "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         }, ckpt_path)
-        state["ckpt_epoch"] = state["epoch"] + (state["pos"] / n if state["perm"] is not None else 0)
+        state["ckpt_epoch"] = position()
 
     def write_metrics(history, stopped=None):
         if out is not None:
@@ -343,17 +347,11 @@ def fit(
             row["val_loss"] = _evaluate_loss(elbo, model, guide, val, val_batch_size, beta, modules)
         return row
 
-    from tqdm.auto import tqdm
-
     stopped = "epochs"
     history = state["history"]
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=epochs * steps_per_epoch, initial=min(state["step"], epochs * steps_per_epoch),
-               disable=not progress, desc="fit", unit="step", dynamic_ncols=True,
-               mininterval=0.1 if interactive else 30.0)  # a log file gets a line every 30 s, not 10 a second
-    validation_context = pyro.validation_enabled(validate)
-    validation_context.__enter__()
-    try:
+    bar = progress_bar(total=epochs * steps_per_epoch, initial=min(state["step"], epochs * steps_per_epoch),
+                       disable=not progress, desc="fit", unit="step", dynamic_ncols=True)
+    with bar, pyro.validation_enabled(validate):
         while state["epoch"] < epochs:
             if patience is not None and val is not None and state["bad_epochs"] >= patience:
                 stopped = "early_stopping"  # e.g. resuming a run that had already stopped early
@@ -433,10 +431,6 @@ def fit(
             write_metrics(state["history"])
             if stopped != "epochs":
                 break
-            history = state["history"]
-    finally:
-        bar.close()
-        validation_context.__exit__(None, None, None)
     write_metrics(history, stopped)
     best_state = state["best"] if state["best"] is not None else _get_state(modules, store_names)
     result = FitResult(history, best_state, state["best_epoch"], state["best_val"], stopped,
