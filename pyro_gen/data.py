@@ -63,6 +63,10 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None
     binary: bool = False
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: For sequence data (N, T, D) padded with zeros: the true length of each sequence.
+    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: For bag-of-words data: the word of each column.
+    vocab: list[str] | None = None
 
     @property
     def dim(self) -> int:
@@ -244,12 +248,68 @@ def _torchvision(cls_name: str, label: str) -> Callable[..., Dataset]:
     return load_tv
 
 
+def _newsgroups(data_root=None, download=False, seed=0) -> Dataset:
+    """20 Newsgroups as preprocessed for ProdLDA: word counts (N, 1995), one row a document.
+
+    The shared copy holds ProdLDA's test split only (7,487 documents); it is split
+    again, with a fixed seed, into 6,487 train, 500 validation and 500 test documents.
+    """
+    vocab_rel = "20newsgroups/vocab.pkl"
+    word_index = safe_unpickle(find_file(vocab_rel, data_root, download), vocab_rel)
+    vocab = [""] * len(word_index)
+    for word, i in word_index.items():
+        vocab[i] = word
+    path = find_file("20newsgroups/test.txt", data_root, download)
+    rows, cols = [], []
+    with open(path, encoding="latin1") as f:
+        docs = [line.split() for line in f if line.strip()]
+    for d, words in enumerate(docs):
+        for w in words:
+            if w in word_index:  # the preprocessed files have no out-of-vocabulary words
+                rows.append(d)
+                cols.append(word_index[w])
+    counts = torch.zeros(len(docs), len(vocab))
+    counts.index_put_((torch.tensor(rows), torch.tensor(cols)), torch.ones(len(rows)), accumulate=True)
+    xs, _ = _split(counts, 500, 500, seed)
+    return Dataset("20newsgroups", xs["train"], xs["val"], xs["test"], vocab=vocab)
+
+
+def _jsb_chorales(data_root=None, download=False, seed=0) -> Dataset:
+    """JSB chorales as piano rolls (N, T, 88) padded with zeros, with the length of each.
+
+    Reads the JSON copy, so no pickle is opened. MIDI note m is piano key m - 21,
+    as in Pyro's deep Markov model example.
+    """
+    import json
+
+    path = find_file("jsb_chorales/jsb-chorales-quarter.json", data_root, download)
+    with open(path) as f:
+        raw = json.load(f)
+    t_max = max(len(seq) for split in raw.values() for seq in split)
+    parts, lengths = {}, {}
+    for split in ("train", "valid", "test"):
+        seqs = raw[split]
+        rolls = torch.zeros(len(seqs), t_max, 88)
+        for i, seq in enumerate(seqs):
+            for t, chord in enumerate(seq):
+                keys = [int(n) - 21 for n in chord]
+                if any(k < 0 or k >= 88 for k in keys):
+                    raise ValueError(f"{path}: {split} sequence {i} step {t} has a note outside the piano: {chord}")
+                rolls[i, t, keys] = 1.0
+        parts[split] = rolls
+        lengths[split] = torch.tensor([len(seq) for seq in seqs])
+    lengths["val"] = lengths.pop("valid")
+    return Dataset("jsb-chorales", parts["train"], parts["valid"], parts["test"], binary=True, lengths=lengths)
+
+
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": _digits,
     "binarized-mnist": _binarized_mnist,
     "mnist": _torchvision("MNIST", "mnist"),
     "fashion-mnist": _torchvision("FashionMNIST", "fashion-mnist"),
     "frey-faces": _frey_faces,
+    "20newsgroups": _newsgroups,
+    "jsb-chorales": _jsb_chorales,
 }
 
 
@@ -265,7 +325,9 @@ def load(name: str, data_root: str | os.PathLike | None = None, download: bool =
         name: one of :func:`names`: ``digits`` (scikit-learn's bundled 8x8 digits,
             binarized, offline), ``binarized-mnist`` (the static Larochelle split),
             ``mnist`` and ``fashion-mnist`` (torchvision, grey values in [0, 1]),
-            ``frey-faces`` (20x28 grey faces in [0, 1]).
+            ``frey-faces`` (20x28 grey faces in [0, 1]), ``20newsgroups`` (word
+            counts, ``vocab`` set), ``jsb-chorales`` (piano rolls (N, T, 88),
+            ``lengths`` set).
         data_root: folder to search first (see module docstring).
         download: fetch a missing file from its canonical source.
         seed: seed of the fixed train/val/test split where the source has none.

@@ -149,3 +149,34 @@ def test_frey_faces_from_the_original_mat_file(tmp_path, monkeypatch):
     ds = data.load("frey-faces", data_root=tmp_path)
     assert len(ds.train) + len(ds.val) + len(ds.test) == 1000 and ds.dim == 560
     assert ds.train.max() <= 1.0
+
+
+def test_20newsgroups_bag_of_words(shared_data):
+    ds = data.load("20newsgroups", data_root=shared_data)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6487, 500, 500)
+    assert ds.dim == len(ds.vocab) == 1995
+    # every document of the preprocessed file is non-empty; counts are whole numbers
+    assert (ds.train.sum(1) > 0).all() and torch.equal(ds.train, ds.train.round())
+    # the first document's words, counted by hand from the file, in a fixed split
+    first = (shared_data / "20newsgroups" / "test.txt").read_text(encoding="latin1").splitlines()[0].split()
+    all_docs = torch.cat([ds.train, ds.val, ds.test])
+    row = torch.zeros(ds.dim)
+    for w in first:
+        row[ds.vocab.index(w)] += 1
+    assert (all_docs == row).all(1).any()
+    assert torch.equal(data.load("20newsgroups", data_root=shared_data).test, ds.test)
+
+
+def test_jsb_chorales_piano_rolls(shared_data):
+    ds = data.load("jsb-chorales", data_root=shared_data)
+    assert ds.train.shape == (229, 160, 88) and len(ds.val) == 76 and len(ds.test) == 77
+    assert set(ds.lengths) == {"train", "val", "test"}
+    # nothing is played after a sequence ends; before the end, four-part chords of at most 4 keys (rests allowed)
+    t = torch.arange(160)
+    for split in ("train", "val", "test"):
+        x, n = getattr(ds, split), ds.lengths[split]
+        assert x[t >= n[:, None]].sum() == 0
+        notes = x.sum(-1)[t < n[:, None]]
+        assert notes.max() <= 4 and (notes == 4).float().mean() > 0.8
+    # the first chord of the first training chorale is MIDI (60, 72, 79, 88): keys 39, 51, 58, 67
+    assert ds.train[0, 0].nonzero().flatten().tolist() == [39, 51, 58, 67]
