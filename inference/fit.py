@@ -35,8 +35,15 @@ def _vae(args, ds: data_lib.Dataset):
                network=args.network, image_shape=ds.image_shape, activation=args.activation, beta=args.beta)
 
 
+def _ppca(args, ds: data_lib.Dataset):
+    from models.ppca import PPCA
+
+    return PPCA(x_dim=ds.dim, z_dim=args.latent_dim, encoder=args.ppca_encoder, covariance=args.ppca_covariance,
+                hidden=args.hidden, ard=args.ppca_ard, num_data=len(ds.train))
+
+
 # A command line needs names; each builder takes the parsed arguments and the data set.
-MODELS: dict[str, Callable] = {"vae": _vae}
+MODELS: dict[str, Callable] = {"vae": _vae, "ppca": _ppca}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--eval-k", type=int, default=1000, help="importance samples for the test log-likelihood")
     p.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N test points only")
+    ppca = p.add_argument_group("probabilistic PCA (model ppca; also uses --latent-dim, --hidden)")
+    ppca.add_argument("--ppca-encoder", default="linear", choices=["linear", "mlp"],
+                      help="amortized encoder of the guide's mean")
+    ppca.add_argument("--ppca-covariance", default="full", choices=["full", "diagonal"],
+                      help="the guide's covariance (full contains the exact posterior)")
+    ppca.add_argument("--ppca-ard", action="store_true", help="Bayesian PCA: ARD prior on W's columns")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
@@ -96,6 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
     evaluation = evaluate_model(model_obj, test, k=args.eval_k, max_points=args.eval_n,
                                 progress=not args.no_progress)
     labels = ds.labels.get("test")
+    if hasattr(model_obj, "exact_log_likelihood"):  # closed-form log p(x): the line the bounds sit below
+        exact = model_obj.exact_log_likelihood(test[:args.eval_n] if args.eval_n else test)
+        evaluation.update(exact_log_likelihood=exact.mean().item(),
+                          exact_log_likelihood_se=(exact.std() / len(exact) ** 0.5).item())
     figures = model_figures(model_obj, test[:2000], labels[:2000] if labels is not None else None,
                             ds.image_shape, out)
     from pyro_gen.plots import training_curves

@@ -7,7 +7,8 @@
   and merged with a running logsumexp, so memory stays bounded at k = 5000.
 - :func:`active_units`: latent dimensions whose guide mean varies with x
   (Cov_x E_q[z_u] > 0.01, Burda et al. 2016).
-- :func:`kl_per_dim`: E_x KL(q(z_u | x) || p(z_u)) for each latent dimension.
+- :func:`kl_per_dim`: E_x KL(q(z_u | x) || p(z_u)) for each latent dimension (of q's
+  marginals, for a full-covariance Gaussian guide).
 
 All functions take ``model(x)`` / ``guide(x)`` Pyro functions whose data plate is
 shared by every latent site (one local latent per data point), as in a VAE.
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent
+from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
 from .data import check_data
@@ -173,6 +174,8 @@ def active_units(model, guide, data: torch.Tensor, site: str = "z", threshold: f
 def _univariate(d):
     while isinstance(d, Independent):
         d = d.base_dist
+    if isinstance(d, MultivariateNormal):  # a full-covariance guide: KL of each marginal q(z_u | x)
+        return Normal(d.loc, d.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt())
     return d
 
 

@@ -1,0 +1,278 @@
+"""Probabilistic PCA (Tipping & Bishop 1999) with an amortized Gaussian guide.
+
+Generative model, for each data point x_n (d dimensions, q latents)::
+
+    z_n ~ Normal(0, I_q)
+    x_n ~ Normal(W z_n + mu, sigma^2 I_d)             W: (d, q), mu and sigma learned
+
+Amortized guide::
+
+    q(z_n | x_n) = Normal(encoder(x_n), Sigma)
+
+The exact posterior is N(M^-1 W^T (x - mu), sigma^2 M^-1) with M = W^T W + sigma^2 I: its
+mean is linear in x and its covariance is the same for every x. So a *linear* encoder
+with a *full* shared covariance contains the exact posterior and closes the ELBO gap;
+a diagonal Sigma or an MLP encoder are the approximations to compare against it.
+
+Bayesian PCA (``ard=True``, Bishop 1999): W becomes a latent with an automatic
+relevance determination prior on its columns, w_j ~ Normal(0, alpha_j^-1 I_d), a
+mean-field Gaussian guide over W, and the precisions alpha_j fitted by maximizing the
+ELBO (type-II maximum likelihood). Columns the data do not need are driven to zero
+(alpha_j grows), which switches the matching latent dimension off.
+
+Exact answers for this model (closed-form ML solution, log p(x), posterior, ELBO gap)
+are in :mod:`pyro_gen.linear_gaussian`.
+
+References:
+    Tipping & Bishop (1999), Probabilistic Principal Component Analysis.
+    Bishop (1999), Bayesian PCA, NIPS 11.
+    Baldi & Hornik (1989), Neural networks and principal component analysis: learning
+    from examples without local minima (the linear autoencoder).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+from torch.distributions import constraints, transform_to
+
+from pyro_gen import linear_gaussian
+
+__all__ = ["PPCA", "ENCODERS", "COVARIANCES", "LinearAutoencoder", "fit_linear_autoencoder", "synthetic_data",
+           "examples"]
+
+ENCODERS = ("linear", "mlp")
+COVARIANCES = ("full", "diagonal")
+
+
+def _choice(what: str, value: str, valid: Sequence[str]) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(valid)}")
+    return value
+
+
+class PPCA(PyroModule):
+    """Probabilistic PCA with an amortized Gaussian guide, optionally Bayesian (ARD on W's columns).
+
+    Args:
+        x_dim: d, observed dimensions.
+        z_dim: q, latent dimensions (an upper bound on the useful ones with ``ard=True``).
+        encoder: ``"linear"`` (contains the exact posterior mean) or ``"mlp"``.
+        covariance: the guide's covariance, shared by all x: ``"full"`` (contains the
+            exact posterior covariance) or ``"diagonal"``.
+        hidden: hidden widths of the MLP encoder.
+        ard: Bayesian PCA: W is a latent with an ARD prior, see the module docstring.
+        num_data: size of the training set; with ``ard=True`` and minibatches the
+            global W terms are weighted by batch/num_data so each batch's loss is an
+            unbiased share of the full-data ELBO (default: the batch is the data set).
+    """
+
+    def __init__(self, x_dim: int, z_dim: int = 2, encoder: str = "linear", covariance: str = "full",
+                 hidden: Sequence[int] = (64,), ard: bool = False, num_data: int | None = None):
+        super().__init__()
+        if not 1 <= z_dim < x_dim:
+            raise ValueError(f"need 1 <= z_dim < x_dim, got z_dim={z_dim}, x_dim={x_dim}")
+        if num_data is not None and num_data < 1:
+            raise ValueError(f"num_data must be a positive count of training points, got {num_data}")
+        self.x_dim, self.z_dim, self.ard, self.num_data = int(x_dim), int(z_dim), bool(ard), num_data
+        self.encoder_kind = _choice("encoder", encoder, ENCODERS)
+        self.covariance = _choice("covariance", covariance, COVARIANCES)
+
+        # the model's parameters
+        self.mu = nn.Parameter(torch.zeros(x_dim))
+        self.log_sigma = nn.Parameter(torch.zeros(()))
+        if ard:
+            self.log_alpha = nn.Parameter(torch.zeros(z_dim))          # ARD precisions, type-II ML
+            self.W_loc = nn.Parameter(0.1 * torch.randn(x_dim, z_dim))  # q(W), mean field
+            self.W_log_scale = nn.Parameter(torch.full((x_dim, z_dim), -3.0))
+        else:
+            self.W = nn.Parameter(0.1 * torch.randn(x_dim, z_dim))
+
+        # the guide's parameters
+        if encoder == "linear":
+            self.encoder = nn.Linear(x_dim, z_dim)
+        else:
+            sizes = [x_dim, *hidden]
+            layers: list[nn.Module] = []
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                layers += [nn.Linear(a, b), nn.Tanh()]
+            self.encoder = nn.Sequential(*layers, nn.Linear(sizes[-1], z_dim))
+        # the exact posterior covariance does not depend on x, so neither does the guide's
+        if covariance == "full":
+            self.scale_tril_raw = nn.Parameter(torch.zeros(z_dim, z_dim))
+        else:
+            self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    # --- the two Pyro programs -------------------------------------------------------
+
+    def model(self, x: torch.Tensor) -> None:
+        W = self._sample_W(x, self.ard_prior()) if self.ard else self.W
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+            # a batched product: with vectorized particles a sampled W carries (k, 1, ...) batch dims
+            Wz = (W @ z.unsqueeze(-1)).squeeze(-1)
+            pyro.sample("x", dist.Normal(Wz + self.mu, self.sigma).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        if self.ard:
+            self._sample_W(x, dist.Normal(self.W_loc, self.W_log_scale.exp()).to_event(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.posterior_approx(self.encoder(x)))
+
+    # --- pieces of the model -----------------------------------------------------------
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def ard_prior(self) -> dist.TorchDistribution:
+        """p(W | alpha): column j ~ Normal(0, alpha_j^-1 I_d) (Bishop 1999)."""
+        scale = self.log_alpha.mul(-0.5).exp().expand(self.x_dim, self.z_dim)
+        return dist.Normal(torch.zeros_like(scale), scale).to_event(2)
+
+    def _sample_W(self, x: torch.Tensor, fn: dist.TorchDistribution) -> torch.Tensor:
+        share = x.shape[0] / self.num_data if self.num_data else 1.0
+        with pyro.poutine.scale(scale=share):
+            return pyro.sample("W", fn)
+
+    def scale_tril(self) -> torch.Tensor:
+        """The guide's Cholesky factor, (q, q), shared by every x."""
+        if self.covariance == "full":
+            return transform_to(constraints.lower_cholesky)(self.scale_tril_raw)
+        return torch.diag(self.log_scale.exp())
+
+    def posterior_approx(self, loc: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) given the encoder's output."""
+        if self.covariance == "full":
+            return dist.MultivariateNormal(loc, scale_tril=self.scale_tril())
+        return dist.Normal(loc, self.log_scale.exp()).to_event(1)
+
+    def weights(self) -> torch.Tensor:
+        """W, or its posterior mean under the guide with ``ard=True``."""
+        return self.W_loc if self.ard else self.W
+
+    # --- exact answers at the current parameters (W's posterior mean with ard) ----------
+
+    @torch.no_grad()
+    def exact_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n) per row, float64 (with ``ard=True``: plugging in W's posterior mean)."""
+        return linear_gaussian.exact_log_likelihood(x, self.weights(), self.mu, self.sigma)
+
+    @torch.no_grad()
+    def elbo_gap(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n) - ELBO(x_n) = KL(q(z | x_n) || p(z | x_n)) per row, exactly (W fixed)."""
+        return linear_gaussian.elbo_gap(x, self.encoder(x), self.scale_tril(), self.weights(), self.mu, self.sigma)
+
+    @torch.no_grad()
+    def set_exact_guide(self) -> "PPCA":
+        """Make the guide the exact posterior (linear encoder, full covariance only)."""
+        if self.encoder_kind != "linear" or self.covariance != "full":
+            raise ValueError("only the linear encoder with full covariance can hold the exact posterior; "
+                             f"this guide is {self.encoder_kind}/{self.covariance}")
+        W, mu, s2 = self.weights().double(), self.mu.double(), self.sigma.double() ** 2
+        M = W.T @ W + s2 * torch.eye(self.z_dim, dtype=W.dtype)
+        A = torch.linalg.solve(M, W.T)  # posterior mean M^-1 W^T (x - mu)
+        self.encoder.weight.copy_(A)
+        self.encoder.bias.copy_(-A @ mu)
+        L = torch.linalg.cholesky(s2 * torch.linalg.inv(M))
+        self.scale_tril_raw.copy_(transform_to(constraints.lower_cholesky).inv(L))
+        return self
+
+    # --- uses of a trained model ---------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guide's mean of z and its marginal standard deviations, each (N, q)."""
+        loc = self.encoder(x)
+        std = self.scale_tril().pow(2).sum(-1).sqrt()
+        return loc, std.expand_as(loc)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z] = W z + mu."""
+        return z @ self.weights().T + self.mu
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """n draws of x (or of E[x | z] with ``mean=True``) with z from the prior."""
+        z = torch.randn(n, self.z_dim, device=self.mu.device)
+        x = self.decode(z)
+        return x if mean else x + self.sigma * torch.randn_like(x)
+
+
+class LinearAutoencoder(nn.Module):
+    """x -> A x + a -> B (A x + a) + b, trained on squared error: no probabilities at all.
+
+    Its optimum spans the principal subspace (Baldi & Hornik 1989), the same one pPCA's
+    ML W spans; the columns need not be the principal axes themselves.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int):
+        super().__init__()
+        self.encoder = nn.Linear(x_dim, z_dim)
+        self.decoder = nn.Linear(z_dim, x_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def fit_linear_autoencoder(x: torch.Tensor, z_dim: int, steps: int = 200, seed: int = 0) -> LinearAutoencoder:
+    """Minimize the mean squared reconstruction error of a :class:`LinearAutoencoder` with full-batch L-BFGS.
+
+    References:
+        Baldi & Hornik (1989): every local minimum of this loss is global and spans the
+        principal subspace.
+    """
+    torch.manual_seed(seed)
+    ae = LinearAutoencoder(x.shape[1], z_dim)
+    opt = torch.optim.LBFGS(ae.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure():
+        opt.zero_grad()
+        loss = (ae(x) - x).pow(2).sum(-1).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return ae
+
+
+def synthetic_data(n: int, x_dim: int = 10, z_dim: int = 2, sigma: float = 0.5, seed: int = 0):
+    """n draws from a pPCA with known parameters: returns ``(x, {"W", "mu", "sigma"})``.
+
+    The true W has orthogonal columns of decreasing length (3, 2.5, 2, ...) so the
+    principal subspace is well separated from the noise.
+    """
+    g = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(x_dim, z_dim, generator=g))
+    W = basis * torch.linspace(3.0, 3.0 - 0.5 * (z_dim - 1), z_dim)
+    mu = torch.randn(x_dim, generator=g)
+    z = torch.randn(n, z_dim, generator=g)
+    x = z @ W.T + mu + sigma * torch.randn(n, x_dim, generator=g)
+    return x, {"W": W, "mu": mu, "sigma": torch.tensor(sigma)}
+
+
+def examples(seed: int = 0) -> dict[str, tuple[PPCA, torch.Tensor]]:
+    """Small instances with matching data, for the contract test over every model.
+
+    Bayesian PCA (``ard=True``) is left out: its W is a global latent, so the per-point
+    importance weights the contract evaluates do not exist; tests/test_ppca.py checks it.
+    """
+    x, _ = synthetic_data(16, 6, 2, seed=seed)
+    torch.manual_seed(seed)
+    return {
+        "linear-full": (PPCA(6, 2), x),
+        "linear-diagonal": (PPCA(6, 2, covariance="diagonal"), x),
+        "mlp-full": (PPCA(6, 2, encoder="mlp", hidden=(8,)), x),
+        "mlp-diagonal": (PPCA(6, 3, encoder="mlp", covariance="diagonal", hidden=(8,)), x),
+    }
