@@ -87,3 +87,21 @@ def test_quality_without_data_exits_2_naming_the_folders(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "binarized_mnist" in proc.stderr and str(empty) in proc.stderr
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_ppca_exact_smoke(tmp_path):
+    run_dir = tmp_path / "ppca"
+    out = _last_json(_run("ppca_exact.py", "--smoke", "--out", str(run_dir), env=_env()))
+    assert set(out) == {"rel_gap", "angle_deg", "sklearn_score_diff", "elbo_gap_linear_guide",
+                        "elbo_gap_diagonal_guide", "bounds_ordered", "seconds"}
+    assert out["bounds_ordered"] is True
+    # 240 SVI steps on 400 points get within 1% of the closed-form maximum and 1 degree of PCA
+    assert 0 <= out["rel_gap"] < 1e-2 and 0 <= out["angle_deg"] < 1.0, out
+    assert abs(out["sklearn_score_diff"]) < 0.1, out
+    assert 0 <= out["elbo_gap_linear_guide"] < 0.05 and 0 <= out["elbo_gap_diagonal_guide"] < 0.05, out
+    assert _positive(out["seconds"])
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["result"] == out and saved["linear_autoencoder_angle_deg"] < 1.0
+    assert _positive(saved["speed"]["ratio"])
+    assert (run_dir / "training.png").stat().st_size > 0 and (run_dir / "bounds.png").stat().st_size > 0

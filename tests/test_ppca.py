@@ -3,6 +3,7 @@
 
 import math
 
+import pyro
 import pytest
 import torch
 from sklearn.decomposition import PCA
@@ -193,6 +194,18 @@ def test_ard_switches_off_unused_columns(xs):
     assert lg.subspace_angle(W[:, keep], PCA(Q).fit(x.numpy()).components_.T) < 1.0
 
 
+def test_ard_weights_the_global_w_by_the_batch_share():
+    # each minibatch's loss must be batch/N of the full-data ELBO, so W's terms get scale B/N
+    m = PPCA(6, 3, ard=True, num_data=40)
+    x = synthetic_data(10, 6, 2)[0]
+    guide_trace = pyro.poutine.trace(m.guide).get_trace(x)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["W"]["scale"] == model_trace.nodes["W"]["scale"] == pytest.approx(0.25)
+    assert model_trace.nodes["z"]["scale"] == 1.0
+    prior = m.ard_prior()
+    assert torch.allclose(prior.base_dist.scale[0], m.log_alpha.exp() ** -0.5)
+
+
 # --- the command line and bad input ------------------------------------------------------------
 
 
@@ -203,6 +216,12 @@ def test_fit_cli_ppca_reports_the_exact_log_likelihood(tmp_path):
     test = m["test"]
     assert test["elbo"] < test["log_likelihood"] < test["exact_log_likelihood"] + 3 * test["exact_log_likelihood_se"]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
+
+
+def test_fit_cli_ppca_unknown_guide_lists_the_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        fit_cli.main(["ppca", "--ppca-encoder", "cnn", "--out", "unused"])
+    assert e.value.code == 2 and "choose from 'linear', 'mlp'" in capsys.readouterr().err
 
 
 def test_bad_input_is_named():
