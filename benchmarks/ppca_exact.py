@@ -99,7 +99,7 @@ def max_cos(W: torch.Tensor) -> float:
 
 def handwritten_loss(m: PPCA, x: torch.Tensor) -> torch.Tensor:
     """The same single-sample ELBO per point as Pyro's Trace_ELBO on PPCA, written in PyTorch."""
-    loc, L = m.encoder(x), m.scale_tril()
+    loc, L = m.guide_loc(x), m.scale_tril()
     eps = torch.randn_like(loc)
     z = loc + eps @ L.T
     sigma = m.sigma

@@ -7,12 +7,16 @@ Generative model, for each data point x_n (d dimensions, q latents)::
 
 Amortized guide::
 
-    q(z_n | x_n) = Normal(encoder(x_n), Sigma)
+    q(z_n | x_n) = Normal(encoder(x_n - mu), Sigma)
 
 The exact posterior is N(M^-1 W^T (x - mu), sigma^2 M^-1) with M = W^T W + sigma^2 I: its
 mean is linear in x and its covariance is the same for every x. So a *linear* encoder
 with a *full* shared covariance contains the exact posterior and closes the ELBO gap;
-a diagonal Sigma or an MLP encoder are the approximations to compare against it.
+a diagonal Sigma or an MLP encoder are the approximations to compare against it. The
+encoder sees x - mu, as the exact posterior mean does: on raw inputs far from 0 (Frey
+faces' 560 pixels average 0.5) one Adam step on every weight moves the output by
+lr * sum |x|, and SVI went unstable; centred, it reached 0.7 degrees from PCA's subspace
+where raw inputs left it at 41 degrees, in the same 100 epochs.
 
 Bayesian PCA (``ard=True``, Bishop 1999): W becomes a latent with an automatic
 relevance determination prior on its columns, w_j ~ Normal(0, alpha_j^-1 I_d), a
@@ -122,7 +126,7 @@ class PPCA(PyroModule):
         if self.ard:
             self._sample_W(x, dist.Normal(self.W_loc, self.W_log_scale.exp()).to_event(2))
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", self.posterior_approx(self.encoder(x)))
+            pyro.sample("z", self.posterior_approx(self.guide_loc(x)))
 
     # --- pieces of the model -----------------------------------------------------------
 
@@ -139,6 +143,10 @@ class PPCA(PyroModule):
         share = x.shape[0] / self.num_data if self.num_data else 1.0
         with pyro.poutine.scale(scale=share):
             return pyro.sample("W", fn)
+
+    def guide_loc(self, x: torch.Tensor) -> torch.Tensor:
+        """The guide's mean of z: the encoder applied to x - mu."""
+        return self.encoder(x - self.mu)
 
     def scale_tril(self) -> torch.Tensor:
         """The guide's Cholesky factor, (q, q), shared by every x."""
@@ -166,7 +174,7 @@ class PPCA(PyroModule):
     @torch.no_grad()
     def elbo_gap(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x_n) - ELBO(x_n) = KL(q(z | x_n) || p(z | x_n)) per row, exactly (W fixed)."""
-        return linear_gaussian.elbo_gap(x, self.encoder(x), self.scale_tril(), self.weights(), self.mu, self.sigma)
+        return linear_gaussian.elbo_gap(x, self.guide_loc(x), self.scale_tril(), self.weights(), self.mu, self.sigma)
 
     @torch.no_grad()
     def set_exact_guide(self) -> "PPCA":
@@ -174,11 +182,11 @@ class PPCA(PyroModule):
         if self.encoder_kind != "linear" or self.covariance != "full":
             raise ValueError("only the linear encoder with full covariance can hold the exact posterior; "
                              f"this guide is {self.encoder_kind}/{self.covariance}")
-        W, mu, s2 = self.weights().double(), self.mu.double(), self.sigma.double() ** 2
+        W, s2 = self.weights().double(), self.sigma.double() ** 2
         M = W.T @ W + s2 * torch.eye(self.z_dim, dtype=W.dtype)
         A = torch.linalg.solve(M, W.T)  # posterior mean M^-1 W^T (x - mu)
         self.encoder.weight.copy_(A)
-        self.encoder.bias.copy_(-A @ mu)
+        self.encoder.bias.zero_()  # the encoder's input is already x - mu
         L = torch.linalg.cholesky(s2 * torch.linalg.inv(M))
         self.scale_tril_raw.copy_(transform_to(constraints.lower_cholesky).inv(L))
         return self
@@ -188,7 +196,7 @@ class PPCA(PyroModule):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The guide's mean of z and its marginal standard deviations, each (N, q)."""
-        loc = self.encoder(x)
+        loc = self.guide_loc(x)
         std = self.scale_tril().pow(2).sum(-1).sqrt()
         return loc, std.expand_as(loc)
 
