@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
                  max_seconds=args.max_seconds, progress=not args.no_progress)
     wall = time.perf_counter() - t0
     test = ds.test.to(args.device)
+    # a model with global latents (Bayesian PCA) is evaluated per point at their posterior mean
+    model_obj = model_obj.for_evaluation() if hasattr(model_obj, "for_evaluation") else model_obj
     evaluation = evaluate_model(model_obj, test, k=args.eval_k, max_points=args.eval_n,
                                 progress=not args.no_progress)
     labels = ds.labels.get("test")

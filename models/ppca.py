@@ -84,6 +84,7 @@ class PPCA(PyroModule):
         if num_data is not None and num_data < 1:
             raise ValueError(f"num_data must be a positive count of training points, got {num_data}")
         self.x_dim, self.z_dim, self.ard, self.num_data = int(x_dim), int(z_dim), bool(ard), num_data
+        self.hidden = tuple(hidden)
         self.encoder_kind = _choice("encoder", encoder, ENCODERS)
         self.covariance = _choice("covariance", covariance, COVARIANCES)
 
@@ -190,6 +191,20 @@ class PPCA(PyroModule):
         L = torch.linalg.cholesky(s2 * torch.linalg.inv(M))
         self.scale_tril_raw.copy_(transform_to(constraints.lower_cholesky).inv(L))
         return self
+
+    @torch.no_grad()
+    def for_evaluation(self) -> "PPCA":
+        """A PPCA whose W is a parameter, for per-point evaluation (one local latent per point).
+
+        ``self`` unless ``ard=True``; then a copy with W fixed at its posterior mean (a
+        plug-in estimate: the ARD prior and q(W) drop out) and the same mu, sigma and guide.
+        """
+        if not self.ard:
+            return self
+        plain = PPCA(self.x_dim, self.z_dim, self.encoder_kind, self.covariance, self.hidden)
+        state = {k: v for k, v in self.state_dict().items() if k not in ("log_alpha", "W_loc", "W_log_scale")}
+        plain.load_state_dict({**state, "W": self.W_loc})
+        return plain.to(self.mu.device).train(self.training)
 
     # --- uses of a trained model ---------------------------------------------------------
 

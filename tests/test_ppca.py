@@ -219,6 +219,23 @@ def test_fit_cli_ppca_reports_the_exact_log_likelihood(tmp_path):
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
 
 
+def test_fit_cli_bayesian_pca_is_evaluated_at_the_posterior_mean(tmp_path):
+    m = fit_cli.main(["ppca", "--ppca-ard", "--data", "digits", "--latent-dim", "3", "--epochs", "1",
+                      "--eval-k", "10", "--eval-n", "20", "--out", str(tmp_path), "--no-progress"])
+    assert m["test"]["log_likelihood"] < m["test"]["exact_log_likelihood"] + 3 * m["test"]["exact_log_likelihood_se"]
+
+
+def test_plug_in_model_scores_like_bayesian_pca():
+    torch.manual_seed(0)
+    bpca = PPCA(6, 3, encoder="mlp", hidden=(8,), ard=True)
+    x = synthetic_data(20, 6, 2)[0]
+    plain = bpca.for_evaluation()
+    assert not plain.ard and torch.equal(plain.W, bpca.W_loc) and plain.hidden == (8,)
+    assert torch.equal(plain.exact_log_likelihood(x), bpca.exact_log_likelihood(x))
+    assert torch.equal(plain.encode(x)[0], bpca.encode(x)[0])
+    assert plain.for_evaluation() is plain
+
+
 def test_fit_cli_ppca_unknown_guide_lists_the_choices(capsys):
     with pytest.raises(SystemExit) as e:
         fit_cli.main(["ppca", "--ppca-encoder", "cnn", "--out", "unused"])
