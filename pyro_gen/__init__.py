@@ -17,9 +17,9 @@ pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
 __all__ = ["fit", "FitResult", "objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report",
-           "diagnostics", "sbc", "__version__"]
+           "diagnostics", "sbc", "mcmc", "__version__"]
 
-_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "diagnostics",
+_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "diagnostics", "mcmc",
                "sbc"}
 
 if TYPE_CHECKING:  # pragma: no cover
