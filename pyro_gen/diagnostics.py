@@ -15,6 +15,8 @@
 - :func:`restart_convergence`: R-hat and ESS across independent VI restarts, each
   restart's draws treated as one chain (ArviZ's rank-normalized split R-hat): restarts
   that settle in different optima give R-hat well above 1.01.
+- :func:`posterior_predictive_check`: per-point statistics of observed against
+  replicated data, with posterior predictive p-values and a figure.
 
 ArviZ computes the Pareto fit, R-hat, ESS and LOO; this module only turns Pyro
 traces into the arrays ArviZ expects.
@@ -52,6 +54,8 @@ __all__ = [
     "save_inference_data",
     "load_inference_data",
     "restart_convergence",
+    "posterior_predictive_check",
+    "khat_figure",
 ]
 
 _PARTICLES = "_pyro_gen_draws"
@@ -302,3 +306,66 @@ def restart_convergence(draws: Sequence[Mapping[str, torch.Tensor]]) -> dict[str
     idata = az.from_dict(posterior=posterior)
     rhat, ess = az.rhat(idata), az.ess(idata, method="bulk")
     return {name: {"r_hat": np.asarray(rhat[name]), "ess_bulk": np.asarray(ess[name])} for name in posterior}
+
+
+def posterior_predictive_check(idata, path=None, statistics: Mapping[str, Callable] | None = None) -> dict:
+    """Posterior predictive check of each observed site on per-data-point statistics.
+
+    For each statistic T (default: the mean and the standard deviation over a data
+    point's values), compares T of the observed points with T of the replicated
+    points drawn from the posterior predictive, and reports the posterior predictive
+    p-value Pr(T(x_rep) >= T(x)) averaged over points (near 0 or 1: the model
+    misses that feature). With ``path``, saves the observed against replicated
+    distributions of each T as a figure.
+
+    References:
+        Gelman, Meng & Stern (1996), Posterior Predictive Assessment of Model Fitness.
+    """
+    statistics = statistics or {"mean": lambda v: v.mean(-1), "sd": lambda v: v.std(-1)}
+    if "posterior_predictive" not in idata.groups() or "observed_data" not in idata.groups():
+        raise ValueError("the InferenceData has no posterior_predictive/observed_data groups: "
+                         "make it with to_inference_data")
+    out, panels = {}, []
+    for name in idata.observed_data.data_vars:
+        obs = np.asarray(idata.observed_data[name].values, dtype=float)
+        rep = np.asarray(idata.posterior_predictive[name].values, dtype=float)[0]  # (S, *obs.shape)
+        if obs.ndim == 1:  # one scalar per point: the statistic is taken over all points
+            obs, rep = obs[None], rep[:, None]
+        for stat, fn in statistics.items():
+            t_obs, t_rep = fn(obs), fn(rep)  # (N,), (S, N)
+            p = float(np.mean(t_rep >= t_obs[None]))
+            out[f"{name}:{stat}"] = {"p_value": p, "observed_mean": float(t_obs.mean()),
+                                     "replicated_mean": float(t_rep.mean())}
+            panels.append((f"{name}: {stat}", t_obs, t_rep, p))
+    if path is not None:
+        from .plots import _plt, _save
+
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3), squeeze=False)
+        for ax, (title, t_obs, t_rep, p) in zip(axes[0], panels):
+            bins = np.histogram_bin_edges(np.concatenate([t_obs.ravel(), t_rep.ravel()]), bins=30)
+            ax.hist(t_rep.ravel(), bins=bins, density=True, alpha=0.6, color="C0", label="replicated")
+            ax.hist(t_obs.ravel(), bins=bins, density=True, histtype="step", lw=2, color="k", label="observed")
+            ax.set_title(f"{title} (p={p:.2f})", fontsize=9)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("posterior predictive check")
+        fig.tight_layout()
+        out["figure"] = str(_save(fig, path))
+    return out
+
+
+def khat_figure(result: PSISResult, path, title: str = "PSIS k-hat per data point") -> Path:
+    """Histogram of per-point k-hat with the 0.5 and 0.7 thresholds."""
+    from .plots import _plt, _save
+
+    plt = _plt()
+    k = np.atleast_1d(result.khat)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(k, bins=30, color="C0", alpha=0.8)
+    for t, c in ((0.5, "C1"), (0.7, "C3")):
+        ax.axvline(t, color=c, ls="--", lw=1, label=f"{t}: {result.share_above(t):.0%} above")
+    ax.set_xlabel("k-hat")
+    ax.set_ylabel("data points")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -140,3 +141,16 @@ def test_restart_rhat_flags_restarts_that_disagree():
         D.restart_convergence([{"z": torch.zeros(5, 2)}, {"z": torch.zeros(6, 2)}])
     with pytest.raises(ValueError, match="restart 1 has sites"):
         D.restart_convergence([{"z": torch.zeros(5)}, {"w": torch.zeros(5)}])
+
+
+def test_posterior_predictive_check_flags_a_misfit(nn_data, tmp_path):
+    x, (loc, sd, _) = nn_data
+    pyro.set_rng_seed(4)
+    good = D.posterior_predictive_check(D.to_inference_data(normal_normal_model, _fixed_guide(loc, sd), x,
+                                                            num_samples=2000), tmp_path / "ppc.png")
+    # a posterior far off the data: replicated means sit above the observed one
+    bad = D.posterior_predictive_check(D.to_inference_data(normal_normal_model, _fixed_guide(loc + 2.0, sd), x,
+                                                           num_samples=2000))
+    assert 0.2 < good["x:mean"]["p_value"] < 0.8
+    assert bad["x:mean"]["p_value"] > 0.99
+    assert Path(good["figure"]).stat().st_size > 5000 and "figure" not in bad
