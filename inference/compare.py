@@ -21,9 +21,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from inference import run_cli
 from pyro_gen import data as data_lib
 from pyro_gen.compare import AUTO_GUIDES, AutoGuided, Budget, Problem, compare
-from pyro_gen.data import DataNotFoundError
 
 __all__ = ["PROBLEMS", "regression_problem", "vae_problem", "build_parser", "main"]
 
@@ -124,14 +124,5 @@ def main(argv: list[str] | None = None) -> dict:
     return payload
 
 
-def _cli() -> int:
-    try:
-        main()
-    except (DataNotFoundError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(run_cli(main))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from inference import run_cli
 from pyro_gen import data as data_lib
 from pyro_gen import diagnostics
 from pyro_gen.checkpoint import CheckpointError, load_checkpoint, write_json
-from pyro_gen.data import DataNotFoundError
 from pyro_gen.train import _load_state, modules_of
 
 __all__ = ["build_parser", "load_run", "main"]
@@ -109,14 +109,5 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def _cli() -> int:
-    try:
-        main()
-    except (FileNotFoundError, DataNotFoundError, CheckpointError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(run_cli(main))
