@@ -264,6 +264,10 @@ def summarize(results: Sequence[RunResult]) -> list[dict]:
             vals = vals[np.isfinite(vals)]
             row[key] = float(vals.mean()) if len(vals) else float("nan")
             row[f"{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        draws = [r.draws for r in ok if r.draws]
+        if len(draws) >= 2:  # restarts that land in different optima disagree: R-hat well above 1.01
+            conv = diagnostics.restart_convergence(draws)
+            row["restart_r_hat"] = float(max(np.max(c["r_hat"]) for c in conv.values()))
         if len(ok) < len(rs):
             row["error"] = next(r.error for r in rs if r.error)
         rows.append(row)
@@ -362,10 +366,13 @@ def write_report(problem: Problem, results: Sequence[RunResult], budget: Budget,
     mcmc_lines, mcmc_payload = _against_mcmc(problem, results, out) if problem.mcmc is not None else ([], {})
     cols = ["algorithm", "runs", "elbo", "elbo_sd", "log_likelihood", "log_likelihood_sd", "gap", "khat",
             "khat_share_07", "seconds", "steps_per_second"]
+    if any("restart_r_hat" in r for r in summary):
+        cols.append("restart_r_hat")
     lines = [f"# {problem.name}: {len(summary)} algorithms, budget {budget}", "",
              "Held-out bounds in nats per data point (mean and standard deviation over seeds); "
              "`gap` is the exact log-likelihood minus the ELBO, where the model has one; `khat` is the median "
-             "PSIS k-hat, `khat_share_07` the share of points above 0.7.", ""]
+             "PSIS k-hat, `khat_share_07` the share of points above 0.7; `restart_r_hat` (global latents) the "
+             "largest R-hat of the posterior draws across seeds, each seed one chain.", ""]
     if problem.reference is not None:
         lines += [f"Exact log-likelihood (reference): {problem.reference:.4f}", ""]
     lines += [markdown_table(summary, cols, digits=4), ""]

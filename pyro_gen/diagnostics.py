@@ -235,7 +235,8 @@ def to_inference_data(model: Callable, guide: Callable, *args, num_samples: int 
     for name, site in _samples(guide_trace, observed=False):
         log_q = log_q + _sum_per_draw(site, dim)
         local = any(f in observed for f in site["cond_indep_stack"])
-        if include_local or not local:
+        if (include_local or not local) and not site["infer"].get("is_auxiliary"):  # e.g. AutoNormal's
+            # z_unconstrained: its log-density counts in log q, its draws are not the posterior's
             posterior[name] = _chain_draw(site, "value", dim)
     for name, site in _samples(model_trace):
         log_p = log_p + _sum_per_draw(site, dim)

@@ -37,7 +37,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .progress import progress_bar
 
-__all__ = ["SBCResult", "simulate", "sbc", "guide_draws"]
+__all__ = ["SBCResult", "simulate", "sbc", "guide_draws", "vi_procedure"]
 
 
 def simulate(model: Callable, *args, **kwargs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -63,9 +63,27 @@ def guide_draws(guide: Callable, *args, num_samples: int = 100, sites: Sequence[
             tr = poutine.trace(guide).get_trace(*args, **kwargs)
             for name, site in tr.nodes.items():
                 if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"] \
-                        and (sites is None or name in sites):
+                        and not site["infer"].get("is_auxiliary") and (sites is None or name in sites):
                     out.setdefault(name, []).append(site["value"].detach())
     return {k: torch.stack(v) for k, v in out.items()}
+
+
+def vi_procedure(model: Callable, guide: str = "diagonal", objective: str = "trace", steps: int = 500,
+                 lr: float = 0.05, num_draws: int = 99) -> Callable[..., dict[str, torch.Tensor]]:
+    """An inference procedure for :func:`sbc`: fit a fresh AutoGuide to the given data
+    with :func:`pyro_gen.fit` (``steps`` full-batch steps, LR decaying 100-fold),
+    then draw ``num_draws`` from it. Guides as in :class:`pyro_gen.compare.AutoGuided`."""
+    from .compare import AutoGuided
+    from .train import fit
+
+    def infer(*data):
+        pair = AutoGuided(model, guide)
+        fit(pair.model, pair.guide, data if len(data) > 1 else data[0], objective=objective, epochs=steps,
+            batch_size=len(data[0]), lr=lr, lr_schedule=f"exponential:{0.01 ** (1 / steps):.6f}", seed=None,
+            progress=False)
+        return guide_draws(pair.guide, *data, num_samples=num_draws)
+
+    return infer
 
 
 def _default_data(args: tuple, observed: Mapping[str, torch.Tensor]) -> tuple:

@@ -76,3 +76,16 @@ def test_cli_with_nuts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "inference.compare", "regression", "--budget", "soon", "--out",
                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cannot read budget 'soon'" in bad.stderr
+
+
+ISSUE_OBJECTIVES = ["trace", "meanfield", "iwae:5", "iwae-dreg:5", "renyi:0.5", "rws"]
+
+
+@pytest.mark.slow
+def test_every_objective_and_guide_of_the_compare_command_runs(problem):
+    problem.mcmc = None
+    results = compare(problem, ISSUE_OBJECTIVES, ["diagonal", "full", "iaf"], 1, "15steps", eval_k=20, log=None)
+    assert len(results) == 18
+    for r in results:
+        assert not r.error, (r.algorithm, r.error)
+        assert r.steps == 15 and math.isfinite(r.elbo) and math.isfinite(r.log_likelihood) and math.isfinite(r.gap)
