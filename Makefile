@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/vae_speed.py
 	$(PY) benchmarks/vae_quality.py --epochs 30
+	$(PY) benchmarks/compare_ppca.py --budget 10s --seeds 3
 	$(PY) benchmarks/ppca_exact.py
 
 clean:

@@ -105,3 +105,17 @@ def test_ppca_exact_smoke(tmp_path):
     assert saved["result"] == out and saved["linear_autoencoder_angle_deg"] < 1.0
     assert _positive(saved["speed"]["ratio"])
     assert (run_dir / "training.png").stat().st_size > 0 and (run_dir / "bounds.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_compare_ppca_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_ppca.py"), "--smoke", "--out",
+                           str(tmp_path / "cmp")], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    out = _last_json(proc)
+    assert set(out) == {"exact", "budget", "seeds", "runs"} and math.isfinite(out["exact"])
+    assert set(out["runs"]) == {"trace/full", "iwae:5/full"}
+    for run in out["runs"].values():
+        assert {"gap", "gap_sd", "seconds"} <= set(run) and _positive(run["seconds"])
+        # the gap splits into learning and inference; 20 steps leave both visibly open
+        assert run["gap"] == pytest.approx(run["model_gap"] + run["bound_gap"], abs=1e-6) and run["gap"] > 0
+    assert (tmp_path / "cmp" / "report.md").is_file()
