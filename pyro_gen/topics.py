@@ -12,7 +12,8 @@
 - :func:`topic_recovery`: learned topics matched to true ones by the Hungarian method
   (``scipy.optimize.linear_sum_assignment``) on Hellinger distances, and the mean
   distance of the matched pairs.
-- :func:`top_words`, :func:`top_words_table`, :func:`plot_top_words`: what the topics say.
+- :func:`top_words`, :func:`top_words_table`, :func:`plot_top_words`: what the topics say;
+  :func:`topic_report` writes them for a run folder.
 
 Topics are (K, V) tensors whose rows are distributions over the vocabulary; corpora
 are (N, V) word-count tensors.
@@ -31,15 +32,15 @@ from .data import check_data
 
 __all__ = ["check_counts", "check_topics", "npmi", "top_word_ids", "top_words", "top_words_table", "plot_top_words",
            "hellinger", "topic_recovery", "Recovery", "synthetic_corpus", "SyntheticCorpus", "bow_log_normalizer",
-           "perplexity", "Perplexity"]
+           "perplexity", "perplexity_from", "Perplexity", "topic_report"]
 
 
 # --- input checks --------------------------------------------------------------------------
 
 def check_counts(x, what: str = "documents", vocab_size: int | None = None) -> torch.Tensor:
-    """A word-count matrix (N, V) of finite, non-negative whole numbers (any dtype), returned as float64."""
-    if torch.is_tensor(x):
-        x = x.double()
+    """A word-count matrix (N, V) of finite, non-negative whole numbers (any dtype), returned as a float tensor."""
+    if torch.is_tensor(x) and not torch.is_floating_point(x):
+        x = x.float()
     x = check_data(x, what, dim=vocab_size)
     if (x < 0).any() or (x != x.round()).any():
         raise ValueError(f"{what} must hold non-negative whole word counts")
@@ -85,18 +86,17 @@ def npmi(topics: torch.Tensor, corpus: torch.Tensor, n: int = 10) -> torch.Tenso
         Lau, Newman & Baldwin (2014), Machine Reading Tea Leaves.
     """
     ids = top_word_ids(topics, n)
-    present = (check_counts(corpus, "corpus", vocab_size=topics.shape[1]) > 0).double()
-    d = present.shape[0]
+    present = check_counts(corpus, "corpus", vocab_size=topics.shape[1]) > 0
+    words, where = ids.unique(return_inverse=True)  # only the top words' columns are needed
+    occ = present[:, words].double()
+    p = occ.mean(0)
+    joint = occ.t() @ occ / occ.shape[0]            # co-document frequencies of the top words
+    i, j = torch.triu_indices(n, n, offset=1)
     scores = []
-    for top in ids:
-        occ = present[:, top]                      # (D, n)
-        p = occ.sum(0) / d
-        joint = (occ.t() @ occ) / d                # (n, n) co-document frequencies
-        i, j = torch.triu_indices(n, n, offset=1)
-        pij, pi, pj = joint[i, j], p[i], p[j]
-        with torch.no_grad():
-            val = torch.where(pij > 0, torch.log(pij / (pi * pj)) / -torch.log(pij), torch.full_like(pij, -1.0))
-            val = torch.where(pij >= 1, torch.ones_like(pij), val)  # 0/0: both words in every document
+    for top in where:
+        pij, pi, pj = joint[top[i], top[j]], p[top[i]], p[top[j]]
+        val = torch.where(pij > 0, torch.log(pij / (pi * pj)) / -torch.log(pij), torch.full_like(pij, -1.0))
+        val = torch.where(pij >= 1, torch.ones_like(pij), val)  # 0/0: both words in every document
         scores.append(val.mean() if len(val) else torch.tensor(float("nan"), dtype=torch.float64))
     return torch.stack(scores)
 
@@ -124,25 +124,34 @@ def top_words_table(topics: torch.Tensor, vocab: Sequence[str], n: int = 10,
 
 def plot_top_words(topics: torch.Tensor, vocab: Sequence[str], path, n: int = 10, max_topics: int = 20,
                    ncols: int = 5, title: str | None = None, scores: torch.Tensor | None = None) -> Path:
-    """Bar charts of the top-n words of (up to ``max_topics``) topics, saved as a PNG."""
+    """The top-n words of (up to ``max_topics``) topics as small bar charts, one cell per topic, in a PNG.
+
+    Bar length is the word's probability relative to the topic's top word. Drawn in one
+    axes (a grid of subplots with tick labels takes seconds per figure to lay out).
+    """
     from .plots import _plt, _save
 
     t = check_topics(topics)
     ids = top_word_ids(t, n)[:max_topics]
     plt = _plt()
     rows = math.ceil(len(ids) / ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(2.6 * ncols, 0.28 * n * rows + 0.6 * rows), squeeze=False)
-    for ax in axes.flat[len(ids):]:
-        ax.axis("off")
-    for k, (ax, top) in enumerate(zip(axes.flat, ids.tolist())):
-        ax.barh(range(n), t[k, top].numpy(), color="tab:blue")
-        ax.set_yticks(range(n), [vocab[i] for i in top], fontsize=8)
-        ax.invert_yaxis()
-        ax.tick_params(axis="x", labelsize=6)
-        ax.set_title(f"topic {k}" + (f" (NPMI {float(scores[k]):.2f})" if scores is not None else ""), fontsize=9)
+    fig, ax = plt.subplots(figsize=(2.4 * ncols, (0.17 * n + 0.45) * rows))
+    height = n + 2  # rows of one cell: a title line and a gap
+    for k, top in enumerate(ids.tolist()):
+        col, row = k % ncols, k // ncols
+        y0 = row * height
+        probs = t[k, top]
+        ax.barh([y0 + 1.5 + i for i in range(n)], (0.9 * probs / probs[0]).tolist(), left=col, height=0.8,
+                color="#9ecae1")
+        for i, w in enumerate(top):
+            ax.text(col + 0.03, y0 + 1.5 + i, vocab[w], va="center", fontsize=7)
+        label = f"topic {k}" + (f"  NPMI {float(scores[k]):.2f}" if scores is not None else "")
+        ax.text(col + 0.02, y0 + 0.4, label, va="center", fontsize=8, fontweight="bold")
+    ax.set_xlim(0, ncols)
+    ax.set_ylim(rows * height, 0)
+    ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -227,7 +236,7 @@ def topic_recovery(learned: torch.Tensor, true: torch.Tensor) -> Recovery:
 
 def bow_log_normalizer(x: torch.Tensor) -> torch.Tensor:
     """log(N_d! / prod_w n_dw!): the log number of word orders of each bag of words, (N,)."""
-    x = check_counts(x)
+    x = check_counts(x).double()
     return torch.lgamma(x.sum(-1) + 1) - torch.lgamma(x + 1).sum(-1)
 
 
@@ -260,10 +269,32 @@ def perplexity(model: Callable, guide: Callable, docs: torch.Tensor, k: int = 10
     """
     from .evaluate import log_likelihood
 
-    x = check_counts(docs)
+    x = check_counts(docs).double()
     if (x.sum(-1) == 0).any():
         raise ValueError("docs contains empty documents; perplexity is per word, drop them first")
-    ll = log_likelihood(model, guide, docs, k=k, batch_size=batch_size)
-    total = ll.mean * ll.n - bow_log_normalizer(x).sum().item()
+    return perplexity_from(log_likelihood(model, guide, docs, k=k, batch_size=batch_size).mean, x, k)
+
+
+def perplexity_from(mean_log_likelihood: float, docs: torch.Tensor, k: int) -> Perplexity:
+    """The perplexity of ``docs`` from their mean multinomial log-likelihood (e.g. from
+    ``pyro_gen.evaluate.log_likelihood`` with k particles): the coefficient is removed here."""
+    x = check_counts(docs).double()
+    total = mean_log_likelihood * len(x) - bow_log_normalizer(x).sum().item()
     words = int(x.sum().item())
     return Perplexity(math.exp(-total / words), total, words, k)
+
+
+def topic_report(topics: torch.Tensor, vocab: Sequence[str], corpus: torch.Tensor, out, name: str = "",
+                 n: int = 10) -> dict:
+    """NPMI of each topic's top-n words on ``corpus``, with the top-words figure and Markdown table
+    written to ``out/{name}top_words.png`` and ``.md``. Returns the figures and file paths."""
+    out = Path(out)
+    scores = npmi(topics, corpus, n)
+    label = name.rstrip("_") or "topics"
+    figure = plot_top_words(topics, vocab, out / f"{name}top_words.png", n=n, scores=scores,
+                            title=f"{label}, {len(scores)} topics: top words (NPMI per topic)")
+    table = out / f"{name}top_words.md"
+    table.write_text(f"## {label}, {len(scores)} topics (mean NPMI {scores.mean().item():.3f})\n\n"
+                     + top_words_table(topics, vocab, n, scores=scores) + "\n")
+    return {"npmi": scores.mean().item(), "npmi_per_topic": [round(v, 4) for v in scores.tolist()],
+            "top_words": top_words(topics, vocab, n), "figure": str(figure), "table": str(table)}

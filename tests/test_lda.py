@@ -162,3 +162,18 @@ def test_lda_model_scores_foreign_topics():
     tr = poutine.trace(poutine.condition(lda_model, {"theta": torch.tensor([[1.0, 0.0]])})).get_trace(
         x, topics, torch.ones(2))
     assert tr.nodes["words"]["fn"].log_prob(x).item() == pytest.approx(math.log(2 * 0.25))
+
+
+@pytest.mark.slow
+def test_cli_fits_a_topic_model_and_reports_topics(tmp_path, one_thread):
+    """Offline on the bundled digits (64 binary "words"); the benchmark smoke test covers 20 Newsgroups."""
+    from inference.fit import main
+
+    out = tmp_path / "run"
+    metrics = main(["lda", "--data", "digits", "--topics", "5", "--epochs", "1", "--max-steps", "3",
+                    "--eval-k", "3", "--eval-n", "40", "--out", str(out), "--no-progress"])
+    topics = metrics["test"]["topics"]
+    assert len(topics["npmi_per_topic"]) == 5 and len(topics["top_words"][0]) == 10
+    assert -1 <= topics["npmi"] <= 1 and topics["perplexity"] > 1
+    assert (out / "top_words.png").stat().st_size > 0 and "| topic |" in (out / "top_words.md").read_text()
+    assert metrics["config"]["topics"] == 5 and metrics["steps"] == 3
