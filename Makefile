@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/vae_speed.py
 	$(PY) benchmarks/vae_quality.py --epochs 30
+	$(PY) benchmarks/topics_20ng.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,6 +1,6 @@
 """Topic models on 20 Newsgroups: ProdLDA and amortized LDA against scikit-learn's LDA.
 
-    python benchmarks/topics_20ng.py                 # about 15 minutes on 2 cores
+    python benchmarks/topics_20ng.py                 # 27 minutes measured on 2 shared cores under load; less idle
     python benchmarks/topics_20ng.py --smoke         # seconds: tiny budget, for CI
 
 For each number of topics (20 and 50) it fits three models on the 6,487 training
@@ -51,18 +51,18 @@ from pyro_gen import fit  # noqa: E402
 from pyro_gen import topics as T  # noqa: E402
 from pyro_gen.data import DataNotFoundError  # noqa: E402
 
-# Training settings of the two Pyro models (Srivastava & Sutton 2017 use Adam, lr 2e-3, batch 200).
-NEURAL = {"prodlda": ProdLDA, "lda": AmortizedLDA}
+# The two Pyro models and their Adam learning rates: ProdLDA's is the paper's (with batch 200);
+# amortized LDA's Dirichlet guide reached higher NPMI in 20 epochs at 1e-2 than at the paper's rate.
+NEURAL = {"prodlda": (ProdLDA, 2e-3), "lda": (AmortizedLDA, 1e-2)}
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--topics", type=int, nargs="+", default=[20, 50])
-    p.add_argument("--epochs", type=int, default=100, help="epochs of each Pyro model")
+    p.add_argument("--epochs", type=int, default=40, help="epochs of each Pyro model")
     p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--sklearn-iter", type=int, default=50, help="max_iter of scikit-learn's batch variational LDA")
-    p.add_argument("--eval-k", type=int, default=200, help="importance samples per held-out document")
+    p.add_argument("--sklearn-iter", type=int, default=30, help="max_iter of scikit-learn's batch variational LDA")
+    p.add_argument("--eval-k", type=int, default=100, help="importance samples per held-out document")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "runs" / "topics_20ng"))
@@ -74,11 +74,12 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def fit_pyro(name: str, k: int, train: torch.Tensor, args) -> tuple[object, float]:
+    cls, lr = NEURAL[name]
     torch.manual_seed(args.seed)
-    net = NEURAL[name](train.shape[1], k)
+    net = cls(train.shape[1], k)
     t0 = time.perf_counter()
     fit(net.model, net.guide, train, objective="meanfield", epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, progress=False)
+        lr=lr, seed=args.seed, progress=False)
     seconds = time.perf_counter() - t0
     net.eval()
     return net, seconds

@@ -85,6 +85,8 @@ def npmi(topics: torch.Tensor, corpus: torch.Tensor, n: int = 10) -> torch.Tenso
         Bouma (2009), Normalized (Pointwise) Mutual Information in Collocation Extraction.
         Lau, Newman & Baldwin (2014), Machine Reading Tea Leaves.
     """
+    if n < 2:
+        raise ValueError(f"NPMI needs pairs of words: n must be >= 2, got {n}")
     ids = top_word_ids(topics, n)
     present = check_counts(corpus, "corpus", vocab_size=topics.shape[1]) > 0
     words, where = ids.unique(return_inverse=True)  # only the top words' columns are needed
@@ -97,7 +99,7 @@ def npmi(topics: torch.Tensor, corpus: torch.Tensor, n: int = 10) -> torch.Tenso
         pij, pi, pj = joint[top[i], top[j]], p[top[i]], p[top[j]]
         val = torch.where(pij > 0, torch.log(pij / (pi * pj)) / -torch.log(pij), torch.full_like(pij, -1.0))
         val = torch.where(pij >= 1, torch.ones_like(pij), val)  # 0/0: both words in every document
-        scores.append(val.mean() if len(val) else torch.tensor(float("nan"), dtype=torch.float64))
+        scores.append(val.mean())
     return torch.stack(scores)
 
 

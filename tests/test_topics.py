@@ -107,6 +107,8 @@ def test_bad_topics_and_arguments_are_named():
         T.npmi(torch.full((1, 3), 1 / 3), torch.ones(2, 2), n=2)
     with pytest.raises(ValueError, match="n must be between 1 and the vocabulary size 2"):
         T.npmi(torch.tensor([[0.5, 0.5]]), torch.ones(2, 2), n=10)
+    with pytest.raises(ValueError, match="pairs of words"):
+        T.npmi(torch.tensor([[0.5, 0.5]]), torch.ones(2, 2), n=1)
     with pytest.raises(ValueError, match="num_topics must be a positive integer"):
         T.synthetic_corpus(num_topics=0)
     with pytest.raises(ValueError, match="alpha and eta must be positive"):
