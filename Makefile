@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/vae_quality.py --epochs 30
 	$(PY) benchmarks/compare_ppca.py --budget 10s --seeds 3
 	$(PY) benchmarks/ppca_exact.py
+	$(PY) benchmarks/topics_20ng.py
 
 clean:
 	rm -rf runs .pytest_cache

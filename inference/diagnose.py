@@ -54,6 +54,8 @@ def load_run(run_dir: str | Path, data_root=None):
         _load_state(modules, state)
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{ckpt_path} does not fit the model rebuilt from {metrics_path}: {e}") from e
+    # a model with global latents (Bayesian PCA) is diagnosed per point at their posterior mean
+    model_obj = model_obj.for_evaluation() if hasattr(model_obj, "for_evaluation") else model_obj
     model_obj.eval()
     return model_obj, ds, config
 

@@ -42,8 +42,19 @@ def _ppca(args, ds: data_lib.Dataset):
                 hidden=args.hidden, ard=args.ppca_ard, num_data=len(ds.train))
 
 
+def _topic_model(cls_name: str) -> Callable:
+    def build(args, ds: data_lib.Dataset):
+        import models.lda
+
+        return getattr(models.lda, cls_name)(ds.dim, args.topics, alpha=args.alpha, hidden=args.topic_hidden,
+                                             dropout=args.dropout)
+
+    return build
+
+
 # A command line needs names; each builder takes the parsed arguments and the data set.
-MODELS: dict[str, Callable] = {"vae": _vae, "ppca": _ppca}
+MODELS: dict[str, Callable] = {"vae": _vae, "ppca": _ppca, "prodlda": _topic_model("ProdLDA"),
+                               "lda": _topic_model("AmortizedLDA")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     ppca.add_argument("--ppca-covariance", default="full", choices=["full", "diagonal"],
                       help="the guide's covariance (full contains the exact posterior)")
     ppca.add_argument("--ppca-ard", action="store_true", help="Bayesian PCA: ARD prior on W's columns")
+    topics = p.add_argument_group("topic models (prodlda, lda; e.g. --data 20newsgroups)")
+    topics.add_argument("--topics", type=int, default=20, help="number of topics K")
+    topics.add_argument("--alpha", type=float, default=None,
+                        help="Dirichlet concentration of the topic proportions (default: 1 for prodlda, 1/K for lda)")
+    topics.add_argument("--topic-hidden", type=int, default=100, help="width of the encoder's two hidden layers")
+    topics.add_argument("--dropout", type=float, default=0.2, help="encoder dropout while training")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
@@ -120,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     from pyro_gen.plots import training_curves
 
     figures["training_curves"] = str(training_curves({args.objective: result.history}, out / "training_curves.png"))
+    if hasattr(model_obj, "topic_word"):  # topic models: coherence, perplexity, top words
+        evaluation["topics"] = _topic_evaluation(model_obj, ds, test, evaluation, out)
+        figures["top_words"] = evaluation["topics"].pop("figure")
     metrics = {
         "config": {k: v for k, v in vars(args).items()},
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
@@ -130,6 +150,21 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"test ELBO {evaluation['elbo']:.2f} ± {evaluation['elbo_se']:.2f}, log-likelihood (IWAE-{args.eval_k}) "
           f"{evaluation['log_likelihood']:.2f} ± {evaluation['log_likelihood_se']:.2f} nats; wrote {out}/metrics.json")
     return metrics
+
+
+def _topic_evaluation(model_obj, ds: data_lib.Dataset, test: torch.Tensor, evaluation: dict, out: Path) -> dict:
+    """NPMI on the whole corpus, held-out perplexity from the IWAE estimate already computed, top words."""
+    from pyro_gen import topics
+
+    model_obj.eval()
+    corpus = torch.cat([ds.train, ds.val, ds.test])
+    vocab = ds.vocab or [str(i) for i in range(ds.dim)]
+    report = topics.topic_report(model_obj.topic_word().detach().cpu(), vocab, corpus, out)
+    ppl = topics.perplexity_from(evaluation["log_likelihood"], test[: evaluation["n"]].cpu(), evaluation["k"])
+    report["perplexity"] = ppl.perplexity
+    print(f"topics: mean NPMI {report['npmi']:.3f}, held-out perplexity {ppl.perplexity:.1f} "
+          f"(IWAE-{ppl.k}); top words in {report['table']}", file=sys.stderr)
+    return report
 
 
 if __name__ == "__main__":

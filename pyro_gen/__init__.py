@@ -17,10 +17,10 @@ pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
 __all__ = ["fit", "FitResult", "objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report",
-           "diagnostics", "sbc", "mcmc", "linear_gaussian", "bounds", "__version__"]
+           "diagnostics", "sbc", "mcmc", "compare", "linear_gaussian", "bounds", "topics", "__version__"]
 
-_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "diagnostics", "mcmc",
-               "sbc", "linear_gaussian", "bounds"}
+_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "diagnostics",
+               "mcmc", "sbc", "compare", "linear_gaussian", "bounds", "topics"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import checkpoint, data, evaluate, objectives, plots, train

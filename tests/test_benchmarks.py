@@ -119,3 +119,24 @@ def test_compare_ppca_smoke(tmp_path):
         # the gap splits into learning and inference; 20 steps leave both visibly open
         assert run["gap"] == pytest.approx(run["model_gap"] + run["bound_gap"], abs=1e-6) and run["gap"] > 0
     assert (tmp_path / "cmp" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_topics_20ng_smoke(shared_data, tmp_path):
+    if not (shared_data / "20newsgroups").is_dir():
+        pytest.skip(f"20newsgroups not found in {shared_data}: the topic benchmark needs the real data")
+    run_dir = tmp_path / "topics"
+    out = _last_json(_run("topics_20ng.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"20", "50"}
+    for k, row in out.items():
+        assert set(row) == {"prodlda", "lda", "sklearn"}
+        for name, figures in row.items():
+            assert set(figures) == {"npmi", "perplexity", "seconds"}
+            assert -1 <= figures["npmi"] <= 1 and _positive(figures["seconds"]), (k, name, figures)
+            assert figures["perplexity"] > 1, (k, name, figures)
+        # two iterations of scikit-learn's LDA already beat uniform guessing over the 1,995 words
+        assert out[k]["sklearn"]["npmi"] > 0 and out[k]["sklearn"]["perplexity"] < 1995, out[k]["sklearn"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["results"] == out and saved["extra"]["20"]["sklearn"]["sklearn_bound_perplexity"] > 1
+    assert len(saved["extra"]["50"]["prodlda"]["top_words"]) == 50
+    assert (run_dir / "prodlda_20_top_words.png").stat().st_size > 0 and (run_dir / "top_words.md").is_file()
