@@ -7,7 +7,8 @@ the batch) and whose gradient is the estimator's. Pyro's ``Trace_ELBO`` and
 only implement ``loss_and_grads`` (which skips ``backward`` when no parameter
 lives in Pyro's global store, as happens with module-local parameters), so they
 get a ``differentiable_loss`` here. The doubly reparameterized IWAE gradient
-(DReG) is not in Pyro at all.
+(DReG) is not in Pyro at all. ``enum`` is Pyro's ``TraceEnum_ELBO``: discrete model
+sites marked ``infer={"enumerate": "parallel"}`` are summed out exactly.
 
 Pick one by name with :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
 """
@@ -22,7 +23,7 @@ from typing import Callable, Iterator
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.messenger import Messenger
 
@@ -33,6 +34,7 @@ __all__ = [
     "renyi",
     "graph",
     "dreg",
+    "enum",
     "get",
     "names",
     "describe",
@@ -73,17 +75,23 @@ class RenyiBound(RenyiELBO):
                          vectorize_particles=vectorize_particles and num_particles > 1)
 
     def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates)."""
+        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates).
+
+        Values only: any guide will do, discrete ones included (their bound is valid,
+        only its reparameterized gradient would not be)."""
+        return self._log_weights(model, guide, args, kwargs, require_rsample=False)
+
+    def _log_weights(self, model, guide, args, kwargs, require_rsample: bool = True) -> torch.Tensor:
         particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particles.append(_log_weight(model_trace, guide_trace))
+            particles.append(_log_weight(model_trace, guide_trace, require_rsample))
         if self.vectorize_particles:
             return particles[0]
         return torch.stack(particles)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         a = 1.0 - self.alpha
-        log_w = self.log_weights(model, guide, *args, **kwargs)
+        log_w = self._log_weights(model, guide, args, kwargs)
         bound = (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a
         return -bound.sum()
 
@@ -97,7 +105,7 @@ class RenyiBound(RenyiELBO):
         return loss.item()
 
 
-def _log_weight(model_trace, guide_trace) -> torch.Tensor:
+def _log_weight(model_trace, guide_trace, require_rsample: bool = True) -> torch.Tensor:
     sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
     log_w = 0.0
     for site in model_trace.nodes.values():
@@ -105,7 +113,7 @@ def _log_weight(model_trace, guide_trace) -> torch.Tensor:
             log_w = log_w + torch_sum(site["log_prob"], sum_dims)
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample":
-            if not site["fn"].has_rsample:
+            if require_rsample and not site["fn"].has_rsample:
                 raise ValueError(
                     f"guide site {name!r} is not reparameterizable, so the importance-weighted "
                     "bound's gradient would be biased; use objective 'graph' (score function "
@@ -243,7 +251,8 @@ def prepare(elbo: ELBO, model: Callable, guide: Callable, *args, **kwargs) -> EL
     whatever step comes first; doing it up front keeps a resumed run identical to an
     uninterrupted one. Uses Pyro's own guess, without its log line.
     """
-    if getattr(elbo, "vectorize_particles", False) and elbo.max_plate_nesting == float("inf"):
+    guesses = getattr(elbo, "vectorize_particles", False) or isinstance(elbo, TraceEnum_ELBO)
+    if guesses and elbo.max_plate_nesting == float("inf"):
         logger = logging.getLogger("pyro.infer.elbo")
         level = logger.level
         logger.setLevel(logging.WARNING)
@@ -288,6 +297,23 @@ def dreg(k: int = 5) -> ELBO:
     return DReG_ELBO(num_particles=_check_particles(k))
 
 
+def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
+    """The ELBO with discrete model sites summed out exactly: ``TraceEnum_ELBO``.
+
+    Sites marked ``infer={"enumerate": "parallel"}`` (and not sampled by the guide) are
+    enumerated; with no other latents the loss is exactly -log p(x). ``max_plate_nesting``
+    (the number of plates the model nests) places the enumeration dimensions to the left
+    of every plate; left as None, it is found once by running model and guide (see
+    :func:`prepare`).
+
+    References:
+        Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
+    """
+    nesting = float("inf") if max_plate_nesting is None else int(max_plate_nesting)
+    return TraceEnum_ELBO(num_particles=_check_particles(num_particles), max_plate_nesting=nesting,
+                          vectorize_particles=num_particles > 1)
+
+
 _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "trace": trace,
     "meanfield": meanfield,
@@ -296,6 +322,7 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "graph": graph,
     "dreg": dreg,
     "iwae-dreg": dreg,
+    "enum": enum,
 }
 
 
