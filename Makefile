@@ -24,8 +24,10 @@ demo: $(STAMP)
 
 # Long measurements, not run in CI; each prints a JSON object on its last line.
 bench: $(STAMP)
+	$(PY) -m pip install -e ".[test,bench]"
 	$(PY) benchmarks/vae_speed.py
 	$(PY) benchmarks/vae_quality.py --epochs 30
+	$(PY) benchmarks/hmm_jsb.py
 
 clean:
 	rm -rf runs .pytest_cache

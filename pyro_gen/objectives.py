@@ -41,6 +41,7 @@ __all__ = [
     "RenyiBound",
     "DReG_ELBO",
     "GraphELBO",
+    "EnumELBO",
     "LatentScale",
     "detached_parameters",
     "prepare",
@@ -297,6 +298,20 @@ def dreg(k: int = 5) -> ELBO:
     return DReG_ELBO(num_particles=_check_particles(k))
 
 
+class EnumELBO(TraceEnum_ELBO):
+    """:class:`pyro.infer.TraceEnum_ELBO` whose ``differentiable_loss`` also answers under
+    ``torch.no_grad()`` (validation, evaluation), where Pyro's refuses a loss with no graph.
+
+    References:
+        Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return torch.as_tensor(self.loss(model, guide, *args, **kwargs))
+
+
 def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
     """The ELBO with discrete model sites summed out exactly: ``TraceEnum_ELBO``.
 
@@ -310,8 +325,8 @@ def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
         Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
     """
     nesting = float("inf") if max_plate_nesting is None else int(max_plate_nesting)
-    return TraceEnum_ELBO(num_particles=_check_particles(num_particles), max_plate_nesting=nesting,
-                          vectorize_particles=num_particles > 1)
+    return EnumELBO(num_particles=_check_particles(num_particles), max_plate_nesting=nesting,
+                    vectorize_particles=num_particles > 1)
 
 
 _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {

@@ -12,6 +12,9 @@ from pyro_gen.evaluate import log_likelihood as iwae_log_likelihood
 from pyro_gen.evaluate import per_point_log_weights
 
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 def _data(N=3, T=6, D=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([T, 2, 4][:N])
@@ -128,3 +131,16 @@ def test_bad_input_is_named():
     bad[0, 0, 0] = math.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         net.log_likelihood(bad, lengths)
+
+
+def test_cli_fits_a_dmm_on_jsb_and_reports_an_iwae_test_nll(tmp_path, shared_data):
+    from inference import fit as fit_cli
+
+    out = tmp_path / "dmm"
+    m = fit_cli.main(["dmm", "--data", "jsb-chorales", "--data-root", str(shared_data), "--latent-dim", "4",
+                      "--rnn-dim", "16", "--emission-dim", "16", "--transition-dim", "16", "--num-iafs", "1",
+                      "--epochs", "1", "--max-steps", "2", "--batch-size", "20", "--eval-k", "2", "--eval-n", "4",
+                      "--out", str(out), "--no-progress"])
+    assert m["config"]["objective"] == "trace" and m["stopped"] == "max_steps"
+    assert not m["test"]["exact"] and m["test"]["k"] == 2 and m["test"]["n"] == 4
+    assert 10 < m["test"]["nll_per_step"] < 200  # two steps in: near 88 log 2 = 61 nats per step
