@@ -204,3 +204,14 @@ def test_cli_refuses_an_hmm_on_data_that_are_not_sequences(tmp_path):
 
     with pytest.raises(ValueError, match="needs sequence data; valid choices for --data: jsb-chorales"):
         fit_cli.main(["hmm", "--data", "digits", "--out", str(tmp_path / "x"), "--no-progress"])
+
+
+def test_enum_objective_by_name_and_under_no_grad():
+    net = _random_hmm(method="markov")
+    x, lengths = _data()
+    elbo = objectives.get("enum")
+    assert isinstance(elbo, objectives.EnumELBO) and "enum" in objectives.names()
+    with torch.no_grad():  # what fit's validation does; Pyro's TraceEnum_ELBO refuses this
+        value = elbo.differentiable_loss(net.model, net.guide, x, lengths)
+    assert value.item() == pytest.approx(-forward_log_likelihood(*net.log_terms(x), lengths).sum().item(), rel=1e-5)
+    assert objectives.get("enum:2").num_particles == 2
