@@ -69,8 +69,12 @@ from pyro_gen.sequences import forward_log_likelihood, nll_per_step  # noqa: E40
 SEED = 0
 
 
+_START = time.perf_counter()
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A progress line on stderr, stamped with the seconds since the start (stdout is for the JSON)."""
+    print(f"[{time.perf_counter() - _START:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def trim(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
