@@ -24,12 +24,12 @@ from typing import Callable
 
 import torch
 
+from inference import run_cli
 from pyro_gen import data as data_lib
 from pyro_gen import objectives
-from pyro_gen.checkpoint import CheckpointError, write_json
-from pyro_gen.data import DataNotFoundError
+from pyro_gen.checkpoint import write_json
 from pyro_gen.report import evaluate_model, model_figures
-from pyro_gen.train import SCHEDULES, NonFiniteLossError, fit
+from pyro_gen.train import SCHEDULES, fit
 
 __all__ = ["MODELS", "build_parser", "main"]
 
@@ -215,14 +215,5 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
     return metrics
 
 
-def _cli() -> int:
-    try:
-        main()
-    except (DataNotFoundError, CheckpointError, NonFiniteLossError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(run_cli(main))

@@ -16,9 +16,11 @@ import pyro
 pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
-__all__ = ["fit", "FitResult", "objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "__version__"]
+__all__ = ["fit", "FitResult", "objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report",
+           "diagnostics", "sbc", "mcmc", "__version__"]
 
-_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report"}
+_SUBMODULES = {"objectives", "data", "evaluate", "plots", "checkpoint", "train", "progress", "report", "diagnostics", "mcmc",
+               "sbc"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import checkpoint, data, evaluate, objectives, plots, train

@@ -6,9 +6,10 @@ the batch) and whose gradient is the estimator's. Pyro's ``Trace_ELBO`` and
 ``TraceMeanField_ELBO`` have that already; ``RenyiELBO`` and ``TraceGraph_ELBO``
 only implement ``loss_and_grads`` (which skips ``backward`` when no parameter
 lives in Pyro's global store, as happens with module-local parameters), so they
-get a ``differentiable_loss`` here. The doubly reparameterized IWAE gradient
-(DReG) is not in Pyro at all. ``enum`` is Pyro's ``TraceEnum_ELBO``: discrete model
-sites marked ``infer={"enumerate": "parallel"}`` are summed out exactly.
+get a ``differentiable_loss`` here, as does ``ReweightedWakeSleep`` (whose
+weights are also kept per data point here). The doubly reparameterized IWAE
+gradient (DReG) is not in Pyro at all. ``enum`` is Pyro's ``TraceEnum_ELBO``: discrete
+model sites marked ``infer={"enumerate": "parallel"}`` are summed out exactly.
 
 Pick one by name with :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
 """
@@ -23,7 +24,8 @@ from typing import Callable, Iterator
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO,
+                         TraceMeanField_ELBO)
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.messenger import Messenger
 
@@ -34,6 +36,7 @@ __all__ = [
     "renyi",
     "graph",
     "dreg",
+    "rws",
     "enum",
     "get",
     "names",
@@ -41,6 +44,7 @@ __all__ = [
     "RenyiBound",
     "DReG_ELBO",
     "GraphELBO",
+    "RWS_ELBO",
     "EnumELBO",
     "LatentScale",
     "detached_parameters",
@@ -54,7 +58,20 @@ def _check_particles(k: int) -> int:
     return k
 
 
-class RenyiBound(RenyiELBO):
+class _FromDifferentiableLoss:
+    """``loss`` and ``loss_and_grads`` of an ELBO derived from its ``differentiable_loss``."""
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class RenyiBound(_FromDifferentiableLoss, RenyiELBO):
     """The Renyi variational bound (Li & Turner 2016); alpha=0 is the IWAE bound.
 
     The same estimator as :class:`pyro.infer.RenyiELBO` (local plates shared by all
@@ -80,12 +97,12 @@ class RenyiBound(RenyiELBO):
 
         Values only: any guide will do, discrete ones included (their bound is valid,
         only its reparameterized gradient would not be)."""
-        return self._log_weights(model, guide, args, kwargs, require_rsample=False)
+        return self._log_weights(model, guide, args, kwargs, reparameterized=False)
 
-    def _log_weights(self, model, guide, args, kwargs, require_rsample: bool = True) -> torch.Tensor:
+    def _log_weights(self, model, guide, args, kwargs, reparameterized: bool = True) -> torch.Tensor:
         particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particles.append(_log_weight(model_trace, guide_trace, require_rsample))
+            particles.append(_log_weight(model_trace, guide_trace, reparameterized))
         if self.vectorize_particles:
             return particles[0]
         return torch.stack(particles)
@@ -96,34 +113,69 @@ class RenyiBound(RenyiELBO):
         bound = (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a
         return -bound.sum()
 
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
-
-
-def _log_weight(model_trace, guide_trace, require_rsample: bool = True) -> torch.Tensor:
+def _log_densities(model_trace, guide_trace, reparameterized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x, z) and log q(z), each summed over all but the local (data) plates."""
     sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-    log_w = 0.0
+    log_p, log_q = 0.0, 0.0
     for site in model_trace.nodes.values():
         if site["type"] == "sample":
-            log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+            log_p = log_p + torch_sum(site["log_prob"], sum_dims)
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample":
-            if require_rsample and not site["fn"].has_rsample:
+            if reparameterized and not site["fn"].has_rsample:
                 raise ValueError(
                     f"guide site {name!r} is not reparameterizable, so the importance-weighted "
                     "bound's gradient would be biased; use objective 'graph' (score function "
-                    "with baselines) or enumerate the site in the model"
+                    "with baselines), 'rws' (reweighted wake-sleep) or enumerate the site in the model"
                 )
-            log_w = log_w - torch_sum(site["log_prob"], sum_dims)
-    if not torch.is_tensor(log_w):
+            log_q = log_q + torch_sum(site["log_prob"], sum_dims)
+    if not torch.is_tensor(log_p) or not torch.is_tensor(log_q):
         raise ValueError("the model and guide have no sample sites: there is nothing to infer")
-    return log_w
+    return log_p, log_q
+
+
+def _log_weight(model_trace, guide_trace, reparameterized: bool = True) -> torch.Tensor:
+    log_p, log_q = _log_densities(model_trace, guide_trace, reparameterized)
+    return log_p - log_q
+
+
+class RWS_ELBO(_FromDifferentiableLoss, ReweightedWakeSleep):
+    """Reweighted wake-sleep (wake-theta and wake-phi), with one weight per data point.
+
+    Guide samples are detached, so no reparameterization is needed (discrete guides
+    work). The model gets the IWAE-k gradient with the guide held fixed; the guide
+    gets ``-sum_i w~_i grad log q(z_i | x)``, a self-normalized estimate of the
+    gradient of KL(p(z | x) || q(z | x)) (inclusive KL). Pyro's
+    :class:`~pyro.infer.ReweightedWakeSleep` normalizes the weights over the whole
+    batch at once and has no ``differentiable_loss``; this one keeps local plates
+    apart, as :class:`RenyiBound` does. The value is the negative IWAE-k bound, so it
+    compares with the other objectives; the gradient is RWS's. Only the wake-phi
+    phase (``insomnia=1``): the sleep phase needs guides that take observations as a
+    keyword.
+
+    References:
+        Bornschein & Bengio (2015), Reweighted Wake-Sleep.
+        Le, Kosiorek, Siddharth, Teh & Wood (2019), Revisiting Reweighted Wake-Sleep
+        for Models with Stochastic Control Flow.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf")):
+        if isinstance(num_particles, int) and not isinstance(num_particles, bool) and num_particles < 2:
+            raise ValueError(f"reweighted wake-sleep needs k >= 2 particles to weight, got {num_particles}")
+        _check_particles(num_particles)
+        super().__init__(num_particles=num_particles, insomnia=1.0, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
+        log_p, log_q = _log_densities(model_trace, guide_trace, reparameterized=False)
+        log_w = log_p - log_q.detach()
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        wake_theta = -bound.sum()
+        weights = torch.softmax(log_w.detach(), dim=0)
+        wake_phi = -(weights * log_q).sum()
+        return wake_theta + (wake_phi - wake_phi.detach())
 
 
 class _DetachParams(Messenger):
@@ -298,6 +350,11 @@ def dreg(k: int = 5) -> ELBO:
     return DReG_ELBO(num_particles=_check_particles(k))
 
 
+def rws(k: int = 5) -> ELBO:
+    """Reweighted wake-sleep with k particles (Bornschein & Bengio 2015): value = IWAE-k."""
+    return RWS_ELBO(num_particles=_check_particles(k))
+
+
 class EnumELBO(TraceEnum_ELBO):
     """:class:`pyro.infer.TraceEnum_ELBO` whose ``differentiable_loss`` also answers under
     ``torch.no_grad()`` (validation, evaluation), where Pyro's refuses a loss with no graph.
@@ -337,13 +394,14 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "graph": graph,
     "dreg": dreg,
     "iwae-dreg": dreg,
+    "rws": rws,
     "enum": enum,
 }
 
 
 def describe(elbo: ELBO) -> str:
     """A short description that tells objectives apart (class, particles, alpha)."""
-    parts = [f"k={elbo.num_particles}"]
+    parts = [f"k={elbo.num_particles}"]  # RWS_ELBO: insomnia is always 1
     if isinstance(elbo, RenyiELBO):
         parts.append(f"alpha={elbo.alpha:g}")
     return f"{type(elbo).__name__}({', '.join(parts)})"

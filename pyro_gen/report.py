@@ -64,15 +64,15 @@ def model_figures(model_obj, x: torch.Tensor, labels: torch.Tensor | None, image
     return files
 
 
-def _fmt(v) -> str:
+def _fmt(v, digits: int = 2) -> str:
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.2f}"
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
     return str(v)
 
 
-def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    """Rows of dicts as a Markdown table over ``columns``."""
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str], digits: int = 2) -> str:
+    """Rows of dicts as a Markdown table over ``columns``, floats with ``digits`` decimals."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(_fmt(row.get(c, ""), digits) for c in columns) + " |")
     return "\n".join(lines)

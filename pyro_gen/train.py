@@ -89,7 +89,9 @@ def _param_store_names(model, guide, args) -> list[str]:
         for fn in (guide, model):
             tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
             names += [n for n, s in tr.nodes.items() if s["type"] == "param" and n not in names]
-    return names
+    # PyroModule parameters (e.g. an AutoGuide's) show up as param sites too, but live in their module
+    store = pyro.get_param_store()
+    return [n for n in names if n in store]
 
 
 def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:

@@ -82,3 +82,27 @@ def test_demo_writes_a_report_with_one_row_per_objective(tmp_path):
             assert (tmp_path / f"{name}_{fig}.png").stat().st_size > 1000
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["objective"] for r in rows] == ["Trace_ELBO", "TraceMeanField_ELBO", "IWAE (k=5)"]
+
+
+@pytest.mark.slow
+def test_diagnose_a_fitted_run(tmp_path):
+    run = tmp_path / "run"
+    fit_cli = [sys.executable, "-m", "inference.fit", "vae", "--data", "digits", "--latent-dim", "2", "--hidden", "16",
+               "--epochs", "1", "--eval-k", "5", "--eval-n", "20", "--no-progress", "--out", str(run)]
+    assert subprocess.run(fit_cli, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
+    diag = [sys.executable, "-m", "inference.diagnose", str(run), "--n", "30", "--k", "50", "--draws", "20"]
+    proc = subprocess.run(diag, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run / "diagnostics"
+    summary = json.loads((out / "diagnostics.json").read_text())
+    assert summary["psis"]["n"] == 30 and 0 <= summary["psis"]["share_above_0.7"] <= 1
+    for f in ("khat.png", "worst_points.png", "ppc.png", "posterior.nc"):
+        assert (out / f).stat().st_size > 0
+    import arviz as az
+
+    idata = az.from_netcdf(str(out / "posterior.nc"))
+    assert idata.posterior["z"].shape == (1, 20, 30, 2)
+    # a folder that is not a run is named
+    bad = subprocess.run([sys.executable, "-m", "inference.diagnose", str(tmp_path / "nothing")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "metrics.json not found" in bad.stderr

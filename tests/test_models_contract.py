@@ -20,7 +20,7 @@ import models
 from pyro_gen import objectives
 from pyro_gen.evaluate import per_point_log_weights
 
-OBJECTIVES = ["trace", "meanfield", "iwae:3", "dreg:3", "renyi:0.5", "graph"]
+OBJECTIVES = ["trace", "meanfield", "iwae:3", "dreg:3", "renyi:0.5", "graph", "rws:3"]
 
 
 def _model_files():
