@@ -20,8 +20,9 @@ What is measured, in one run:
    annealing, batch 20) for a fixed CPU budget (``--dmm-seconds``, 300 s by default);
    test NLL per time step from the IWAE-k bound (``--dmm-k``), an upper bound on the NLL.
 4. ``hmmlearn``: a 3-state diagonal Gaussian HMM on synthetic sequences with known
-   parameters, fitted by ``fit`` (gradient ascent on the exact log-likelihood) and by
-   hmmlearn's EM (``GaussianHMM``); final training log-likelihood and seconds of each.
+   parameters, fitted by ``fit`` (gradient ascent on the exact log-likelihood, one start) and
+   by hmmlearn's EM (``GaussianHMM``, the best of 5 k-means starts); final training
+   log-likelihood and seconds of each (hmmlearn's: all 5 starts).
 
 Run from the repository root (about 15 minutes on 2 busy CPU cores)::
 
@@ -159,7 +160,7 @@ def train_dmm(train, val, test, seconds: float, epochs: int, k: int, num_iafs: i
 # --- 4. against hmmlearn's EM ---------------------------------------------------------------
 
 
-def versus_hmmlearn(n: int, length: int, epochs: int) -> dict:
+def versus_hmmlearn(n: int, length: int, epochs: int, restarts: int) -> dict:
     from hmmlearn.hmm import GaussianHMM
 
     x, lengths, truth = synthetic(n=n, length=length, seed=SEED)
@@ -171,28 +172,33 @@ def versus_hmmlearn(n: int, length: int, epochs: int) -> dict:
     ours_seconds = time.perf_counter() - t0
     ours = net.log_likelihood(x, lengths).double().sum().item()
     flat = x.reshape(-1, 2).double().numpy()
+    # EM finds local optima: keep the best of a few k-means starts, as one would in practice
     t0 = time.perf_counter()
-    em = GaussianHMM(n_components=3, covariance_type="diag", n_iter=200, tol=1e-4, random_state=SEED).fit(
-        flat, lengths.tolist())
+    fits = [GaussianHMM(n_components=3, covariance_type="diag", n_iter=200, tol=1e-4, random_state=seed).fit(
+        flat, lengths.tolist()) for seed in range(restarts)]
     em_seconds = time.perf_counter() - t0
-    theirs = float(em.score(flat, lengths.tolist()))
+    scores = [float(m.score(flat, lengths.tolist())) for m in fits]
+    em = fits[int(np.argmax(scores))]
+    theirs = max(scores)
     true_ll = HMM(3, 2, "gaussian")
     with torch.no_grad():
         true_ll.init_logits.copy_(truth["init"].log())
         true_ll.trans_logits.copy_(truth["trans"].log())
         true_ll.loc.copy_(truth["loc"])
         true_ll.log_scale.copy_(truth["scale"].log())
-    log(f"Gaussian HMM: ours {ours:.2f} in {ours_seconds:.2f} s, hmmlearn {theirs:.2f} in {em_seconds:.2f} s "
-        f"({em.monitor_.iter} EM iterations), true parameters {true_ll.log_likelihood(x, lengths).sum():.2f}")
+    log(f"Gaussian HMM: ours {ours:.2f} in {ours_seconds:.2f} s, hmmlearn best of {restarts} {theirs:.2f} in "
+        f"{em_seconds:.2f} s (each start: {[round(v, 1) for v in scores]}), true parameters "
+        f"{true_ll.log_likelihood(x, lengths).sum():.2f}")
     return {"ours_ll": ours, "hmmlearn_ll": theirs, "ours_seconds": ours_seconds, "hmmlearn_seconds": em_seconds,
-            "true_params_ll": true_ll.log_likelihood(x, lengths).sum().item(), "em_iterations": em.monitor_.iter}
+            "true_params_ll": true_ll.log_likelihood(x, lengths).sum().item(), "hmmlearn_restarts": scores,
+            "em_iterations": [m.monitor_.iter for m in fits]}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="a few chorales and steps: checks the script runs")
     p.add_argument("--states", type=int, nargs="+", default=[4, 8, 16])
-    p.add_argument("--hmm-epochs", type=int, default=300, help="full-batch Adam steps per HMM")
+    p.add_argument("--hmm-epochs", type=int, default=500, help="full-batch Adam steps per HMM")
     p.add_argument("--dmm-seconds", type=float, default=300.0, help="CPU budget for training the DMM")
     p.add_argument("--dmm-k", type=int, default=20, help="importance samples for the DMM's test NLL")
     p.add_argument("--dmm-iafs", type=int, default=0, help="IAFs in the DMM's guide")
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     dmm = train_dmm(train, val, test, args.dmm_seconds, dmm_epochs, args.dmm_k, args.dmm_iafs, None)
 
     log("4. Gaussian HMM against hmmlearn's EM")
-    versus = versus_hmmlearn(n_syn, len_syn, syn_epochs)
+    versus = versus_hmmlearn(n_syn, len_syn, syn_epochs, restarts=1 if args.smoke else 5)
 
     curves = {f"hmm K={k}": v["history"] for k, v in hmm.items()} | {"dmm": dmm["history"]}
     training_curves(curves, out / "training_curves.png")
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "settings": vars(args), "figures": [str(figure), str(out / "training_curves.png")]},
                out / "results.json")
     print(json.dumps({"timing": timing, "dmm_steps": dmm["steps"], "dmm_epochs": dmm["epochs_done"],
-                      "hmmlearn_true_params_ll": versus["true_params_ll"]}), flush=True)
+                      "hmmlearn_true_params_ll": versus["true_params_ll"],
+                      "hmmlearn_restarts": versus["hmmlearn_restarts"]}), flush=True)
     print(json.dumps(summary), flush=True)
     return summary
 
