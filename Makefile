@@ -24,11 +24,13 @@ demo: $(STAMP)
 
 # Long measurements, not run in CI; each prints a JSON object on its last line.
 bench: $(STAMP)
+	$(PY) -m pip install -e ".[test,bench]"
 	$(PY) benchmarks/vae_speed.py
 	$(PY) benchmarks/vae_quality.py --epochs 30
 	$(PY) benchmarks/compare_ppca.py --budget 10s --seeds 3
 	$(PY) benchmarks/ppca_exact.py
 	$(PY) benchmarks/topics_20ng.py
+	$(PY) benchmarks/hmm_jsb.py
 
 clean:
 	rm -rf runs .pytest_cache

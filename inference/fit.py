@@ -3,6 +3,12 @@
     python -m inference.fit vae --data binarized-mnist --objective iwae --particles 5 \\
         --epochs 10 --out runs/x
     python -m inference.fit vae ... --out runs/x --resume      # continue an interrupted run
+    python -m inference.fit hmm --data jsb-chorales --states 16 --epochs 80 --batch-size 229 --lr 0.05 --out runs/h
+    python -m inference.fit dmm --data jsb-chorales --epochs 20 --batch-size 20 --kl-anneal 5 --out runs/d
+
+Sequence data sets (``jsb-chorales``) are passed to the model as ``(x, lengths)``; their
+evaluation is the test negative log-likelihood per time step (exact for the HMM, the
+IWAE-``--eval-k`` bound for the DMM).
 
 Writes ``OUT/metrics.json`` (config, per-epoch history, held-out evaluation),
 ``OUT/checkpoint.pt`` (atomic; what ``--resume`` reads) and figures beside them.
@@ -52,9 +58,35 @@ def _topic_model(cls_name: str) -> Callable:
     return build
 
 
+def _hmm(args, ds: data_lib.Dataset):
+    from models.hmm import HMM
+
+    _need_sequences(args, ds)
+    return HMM(args.states, ds.train.shape[-1], emission="bernoulli" if ds.binary else "gaussian",
+               params=args.hmm_params, guide=args.hmm_guide, method=args.hmm_method, hidden=args.rnn_dim)
+
+
+def _dmm(args, ds: data_lib.Dataset):
+    from models.dmm import DMM
+
+    _need_sequences(args, ds)
+    if not ds.binary:
+        raise ValueError(f"the DMM has Bernoulli emissions: it needs binary sequences, and {ds.name} is not binary")
+    return DMM(ds.train.shape[-1], z_dim=args.latent_dim, emission_dim=args.emission_dim,
+               transition_dim=args.transition_dim, rnn_dim=args.rnn_dim, num_iafs=args.num_iafs)
+
+
+def _need_sequences(args, ds: data_lib.Dataset) -> None:
+    if not ds.lengths:
+        raise ValueError(f"model {args.model!r} needs sequence data; valid choices for --data: {', '.join(SEQUENCE_DATA)}")
+
+
 # A command line needs names; each builder takes the parsed arguments and the data set.
 MODELS: dict[str, Callable] = {"vae": _vae, "ppca": _ppca, "prodlda": _topic_model("ProdLDA"),
-                               "lda": _topic_model("AmortizedLDA")}
+                               "lda": _topic_model("AmortizedLDA"), "hmm": _hmm, "dmm": _dmm}
+SEQUENCE_DATA = ("jsb-chorales",)
+# the objective each model trains with when --objective is not given
+DEFAULT_OBJECTIVE = {"vae": "trace", "hmm": "enum", "dmm": "trace"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", choices=data_lib.names())
     p.add_argument("--data-root", default=None, help="folder with the data files (else $PYRO_GEN_DATA, else cache)")
     p.add_argument("--download", action="store_true", help="fetch missing data from its canonical source")
-    p.add_argument("--objective", default="trace", help=f"one of {', '.join(objectives.names())} (or name:arg)")
+    p.add_argument("--objective", default=None, help=f"one of {', '.join(objectives.names())} (or name:arg); "
+                   "default: trace (vae, dmm), enum (hmm), graph (hmm --hmm-guide amortized)")
     p.add_argument("--particles", type=int, default=None, help="k for iwae/dreg/renyi, particles for trace")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -98,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Dirichlet concentration of the topic proportions (default: 1 for prodlda, 1/K for lda)")
     topics.add_argument("--topic-hidden", type=int, default=100, help="width of the encoder's two hidden layers")
     topics.add_argument("--dropout", type=float, default=0.2, help="encoder dropout while training")
+    seq = p.add_argument_group("sequence models (hmm, dmm; data: jsb-chorales)")
+    seq.add_argument("--states", type=int, default=16, help="hmm: number of hidden states")
+    seq.add_argument("--hmm-method", default="vectorized", choices=["vectorized", "markov"],
+                     help="hmm: DiscreteHMM, or a pyro.markov loop over time (same numbers)")
+    seq.add_argument("--hmm-params", default="point", choices=["point", "variational"],
+                     help="hmm: maximum-likelihood parameters, or priors with a variational posterior")
+    seq.add_argument("--hmm-guide", default="enum", choices=["enum", "amortized"],
+                     help="hmm: sum the states out, or sample them from a neural guide")
+    seq.add_argument("--rnn-dim", type=int, default=128, help="GRU width of the guide (dmm, amortized hmm)")
+    seq.add_argument("--emission-dim", type=int, default=64, help="dmm: emitter hidden width")
+    seq.add_argument("--transition-dim", type=int, default=64, help="dmm: gated transition hidden width")
+    seq.add_argument("--num-iafs", type=int, default=0, help="dmm: inverse autoregressive flows in the guide")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
@@ -106,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.objective is None:
+        amortized_hmm = args.model == "hmm" and args.hmm_guide == "amortized"
+        args.objective = "graph" if amortized_hmm else DEFAULT_OBJECTIVE.get(args.model, "trace")
     objective = objectives.get(args.objective, particles=args.particles)  # fails early on a bad name or k
+    if args.model in ("hmm", "dmm") and args.data not in SEQUENCE_DATA:  # before loading anything
+        raise ValueError(f"model {args.model!r} needs sequence data; valid choices for --data: {', '.join(SEQUENCE_DATA)}")
     ds = data_lib.load(args.data, data_root=args.data_root, download=args.download, seed=args.seed)
     if args.likelihood is None:
         args.likelihood = "bernoulli" if ds.binary else "continuous-bernoulli"
@@ -115,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"fitting {args.model} on {ds} with {args.objective} -> {out}", file=sys.stderr)
+    if ds.lengths:
+        return _fit_sequences(args, ds, model_obj, objective, out)
     t0 = time.perf_counter()
     result = fit(model_obj.model, model_obj.guide, ds.train, objective=objective, epochs=args.epochs,
                  batch_size=args.batch_size, lr=args.lr, val_data=ds.val, patience=args.patience,
@@ -165,6 +217,57 @@ def _topic_evaluation(model_obj, ds: data_lib.Dataset, test: torch.Tensor, evalu
     print(f"topics: mean NPMI {report['npmi']:.3f}, held-out perplexity {ppl.perplexity:.1f} "
           f"(IWAE-{ppl.k}); top words in {report['table']}", file=sys.stderr)
     return report
+
+
+def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) -> dict:
+    """Fit and evaluate a sequence model on ``(x, lengths)``: test NLL per time step and figures."""
+    from pyro_gen.evaluate import log_likelihood
+    from pyro_gen.plots import training_curves
+    from pyro_gen.sequences import nll_per_step
+
+    def split(name):
+        lengths = ds.lengths[name]
+        x = getattr(ds, name)[:, : int(lengths.max())]
+        return x.to(args.device), lengths.to(args.device)
+
+    train, val, test = split("train"), split("val"), split("test")
+    if args.eval_n:
+        test = (test[0][: args.eval_n], test[1][: args.eval_n])
+    t0 = time.perf_counter()
+    result = fit(model_obj.model, model_obj.guide, train, objective=objective, epochs=args.epochs,
+                 batch_size=args.batch_size, lr=args.lr, val_data=val, val_batch_size=len(val[0]),
+                 patience=args.patience, kl_anneal=args.kl_anneal, clip_norm=args.clip_norm,
+                 lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, out=out, resume=args.resume,
+                 max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    figures = {"training_curves": str(training_curves({args.objective: result.history}, out / "training_curves.png"))}
+    exact = args.model == "hmm"
+    if exact:  # z summed out: the exact log-likelihood
+        log_p = model_obj.log_likelihood(*test)
+        evaluation = {"n": len(test[0]), "exact": True}
+        from pyro_gen.sequence_plots import state_posterior
+
+        x, lengths = test[0][:1], test[1][:1]
+        figures["states"] = str(state_posterior(x[0], model_obj.marginals(x, lengths, num_samples=500)[0],
+                                                model_obj.viterbi(x, lengths)[0], out / "states.png",
+                                                length=int(lengths[0])))
+    else:
+        ll = log_likelihood(model_obj.model, model_obj.guide, test, k=args.eval_k,
+                            batch_size=max(1, 2000 // args.eval_k), progress=not args.no_progress)
+        log_p = torch.tensor(ll.mean * ll.n)
+        evaluation = {"n": ll.n, "exact": False, "k": args.eval_k}
+    evaluation["nll_per_step"] = nll_per_step(log_p, test[1])
+    evaluation["time_steps"] = int(test[1].sum())
+    metrics = {
+        "config": dict(vars(args)), "history": result.history, "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss, "stopped": result.stopped, "steps": result.steps,
+        "train_seconds": result.seconds, "wall_seconds": wall, "test": evaluation, "figures": figures,
+        "checkpoint": str(out / "checkpoint.pt"),
+    }
+    write_json(metrics, out / "metrics.json")
+    how = "exact" if exact else f"IWAE-{args.eval_k} bound"
+    print(f"test NLL {evaluation['nll_per_step']:.3f} nats per time step ({how}); wrote {out}/metrics.json")
+    return metrics
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
   marginals, for a full-covariance Gaussian guide).
 
 All functions take ``model(x)`` / ``guide(x)`` Pyro functions whose data plate is
-shared by every latent site (one local latent per data point), as in a VAE.
+shared by every latent site (one local latent per data point), as in a VAE. ``elbo``
+and ``log_likelihood`` also take a tuple of tensors sharing N, passed to
+``model(*data)``: padded sequences ``(x, lengths)`` give one value per sequence.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
 from .data import check_data
+from .sequences import check_sequences
 from .objectives import RenyiBound, prepare
 from .progress import progress_bar
 
@@ -70,42 +73,62 @@ def _restore(mods, was):
         m.train(w)
 
 
-def plate_nesting(model, guide, x: torch.Tensor) -> int:
+def _batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
+    """``data`` as a tuple of tensors (a single tensor, or ``(x, lengths, ...)``), checked."""
+    batch = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if len(batch) >= 2 and torch.is_tensor(batch[0]) and batch[0].dim() == 3:
+        check_sequences(batch[0], batch[1], what)
+    else:
+        check_data(batch[0], what)
+    return batch
+
+
+def _rows(batch: tuple[torch.Tensor, ...], i: int, j: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t[i:j] for t in batch)
+
+
+def plate_nesting(model, guide, x) -> int:
     """How many plates the pair nests, found by running it once on two data points."""
-    return prepare(RenyiBound(num_particles=2), model, guide, x[:2]).max_plate_nesting
+    batch = x if isinstance(x, tuple) else (x,)
+    return prepare(RenyiBound(num_particles=2), model, guide, *_rows(batch, 0, 2)).max_plate_nesting
 
 
 @torch.no_grad()
-def per_point_log_weights(model, guide, x: torch.Tensor, k: int, max_plate_nesting: int | None = None) -> torch.Tensor:
-    """log p(x_n, z_ni) - log q(z_ni | x_n), shape (k, N), from one vectorized pass."""
+def per_point_log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None) -> torch.Tensor:
+    """log p(x_n, z_ni) - log q(z_ni | x_n), shape (k, N), from one vectorized pass.
+
+    ``x`` is a tensor or a tuple of tensors (``model(*x)``)."""
+    batch = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    n = batch[0].shape[0]
     if max_plate_nesting is None:
-        max_plate_nesting = plate_nesting(model, guide, x)
+        max_plate_nesting = plate_nesting(model, guide, batch)
     bound = RenyiBound(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
     with pyro.validation_enabled(False):
-        log_w = bound.log_weights(model, guide, x)
-    if log_w.shape[-1] != x.shape[0]:
+        log_w = bound.log_weights(model, guide, *batch)
+    if log_w.shape[-1] != n:
         raise ValueError(
-            f"log weights have shape {tuple(log_w.shape)}, expected (k, {x.shape[0]}): evaluation needs one "
+            f"log weights have shape {tuple(log_w.shape)}, expected (k, {n}): evaluation needs one "
             "local latent per data point inside a data plate shared by all sites"
         )
-    return log_w.reshape(-1, x.shape[0])
+    return log_w.reshape(-1, n)
 
 
-def elbo(model, guide, data: torch.Tensor, num_samples: int = 1, batch_size: int = 500) -> Estimate:
+def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Estimate:
     """The ELBO per data point (averaged over ``num_samples`` draws of z), with its SE."""
-    check_data(data, "data")
+    batch = _batch(data)
+    n = len(batch[0])
     mods, was = _modules_eval(model, guide)
     try:
-        vals, nesting = [], plate_nesting(model, guide, data)
-        for i in range(0, len(data), batch_size):
-            lw = per_point_log_weights(model, guide, data[i:i + batch_size], num_samples, nesting)
+        vals, nesting = [], plate_nesting(model, guide, batch)
+        for i in range(0, n, batch_size):
+            lw = per_point_log_weights(model, guide, _rows(batch, i, i + batch_size), num_samples, nesting)
             vals.append(lw.mean(0))
     finally:
         _restore(mods, was)
     return _estimate(torch.cat(vals))
 
 
-def log_likelihood(model, guide, data: torch.Tensor, k: int = 1000, batch_size: int = 100,
+def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
                    max_particles_per_pass: int | None = None, progress: bool = False) -> Estimate:
     """Importance-sampled log p(x) with k particles per data point (IWAE-k), and its SE.
 
@@ -120,16 +143,17 @@ def log_likelihood(model, guide, data: torch.Tensor, k: int = 1000, batch_size: 
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    check_data(data, "data")
-    rows = max(1, min(batch_size, len(data)))
-    chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * data.shape[1])))
+    batch = _batch(data)
+    n = len(batch[0])
+    rows = max(1, min(batch_size, n))
+    chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))
     mods, was = _modules_eval(model, guide)
     try:
-        out, nesting = [], plate_nesting(model, guide, data)
-        for i in progress_bar(range(0, len(data), batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
+        out, nesting = [], plate_nesting(model, guide, batch)
+        for i in progress_bar(range(0, n, batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
                               disable=not progress, interval=0.5):
-            x = data[i:i + batch_size]
-            acc = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+            x = _rows(batch, i, i + batch_size)
+            acc = torch.full((len(x[0]),), -math.inf, dtype=torch.float64, device=x[0].device)
             done = 0
             while done < k:
                 c = min(chunk, k - done)

@@ -8,7 +8,8 @@ only implement ``loss_and_grads`` (which skips ``backward`` when no parameter
 lives in Pyro's global store, as happens with module-local parameters), so they
 get a ``differentiable_loss`` here, as does ``ReweightedWakeSleep`` (whose
 weights are also kept per data point here). The doubly reparameterized IWAE
-gradient (DReG) is not in Pyro at all.
+gradient (DReG) is not in Pyro at all. ``enum`` is Pyro's ``TraceEnum_ELBO``: discrete
+model sites marked ``infer={"enumerate": "parallel"}`` are summed out exactly.
 
 Pick one by name with :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
 """
@@ -23,7 +24,8 @@ from typing import Callable, Iterator
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO,
+                         TraceMeanField_ELBO)
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.messenger import Messenger
 
@@ -35,6 +37,7 @@ __all__ = [
     "graph",
     "dreg",
     "rws",
+    "enum",
     "get",
     "names",
     "describe",
@@ -42,6 +45,7 @@ __all__ = [
     "DReG_ELBO",
     "GraphELBO",
     "RWS_ELBO",
+    "EnumELBO",
     "LatentScale",
     "detached_parameters",
     "prepare",
@@ -89,17 +93,23 @@ class RenyiBound(_FromDifferentiableLoss, RenyiELBO):
                          vectorize_particles=vectorize_particles and num_particles > 1)
 
     def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates)."""
+        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates).
+
+        Values only: any guide will do, discrete ones included (their bound is valid,
+        only its reparameterized gradient would not be)."""
+        return self._log_weights(model, guide, args, kwargs, reparameterized=False)
+
+    def _log_weights(self, model, guide, args, kwargs, reparameterized: bool = True) -> torch.Tensor:
         particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particles.append(_log_weight(model_trace, guide_trace))
+            particles.append(_log_weight(model_trace, guide_trace, reparameterized))
         if self.vectorize_particles:
             return particles[0]
         return torch.stack(particles)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         a = 1.0 - self.alpha
-        log_w = self.log_weights(model, guide, *args, **kwargs)
+        log_w = self._log_weights(model, guide, args, kwargs)
         bound = (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a
         return -bound.sum()
 
@@ -125,8 +135,8 @@ def _log_densities(model_trace, guide_trace, reparameterized: bool = True) -> tu
     return log_p, log_q
 
 
-def _log_weight(model_trace, guide_trace) -> torch.Tensor:
-    log_p, log_q = _log_densities(model_trace, guide_trace)
+def _log_weight(model_trace, guide_trace, reparameterized: bool = True) -> torch.Tensor:
+    log_p, log_q = _log_densities(model_trace, guide_trace, reparameterized)
     return log_p - log_q
 
 
@@ -294,7 +304,8 @@ def prepare(elbo: ELBO, model: Callable, guide: Callable, *args, **kwargs) -> EL
     whatever step comes first; doing it up front keeps a resumed run identical to an
     uninterrupted one. Uses Pyro's own guess, without its log line.
     """
-    if getattr(elbo, "vectorize_particles", False) and elbo.max_plate_nesting == float("inf"):
+    guesses = getattr(elbo, "vectorize_particles", False) or isinstance(elbo, TraceEnum_ELBO)
+    if guesses and elbo.max_plate_nesting == float("inf"):
         logger = logging.getLogger("pyro.infer.elbo")
         level = logger.level
         logger.setLevel(logging.WARNING)
@@ -344,6 +355,37 @@ def rws(k: int = 5) -> ELBO:
     return RWS_ELBO(num_particles=_check_particles(k))
 
 
+class EnumELBO(TraceEnum_ELBO):
+    """:class:`pyro.infer.TraceEnum_ELBO` whose ``differentiable_loss`` also answers under
+    ``torch.no_grad()`` (validation, evaluation), where Pyro's refuses a loss with no graph.
+
+    References:
+        Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return torch.as_tensor(self.loss(model, guide, *args, **kwargs))
+
+
+def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
+    """The ELBO with discrete model sites summed out exactly: ``TraceEnum_ELBO``.
+
+    Sites marked ``infer={"enumerate": "parallel"}`` (and not sampled by the guide) are
+    enumerated; with no other latents the loss is exactly -log p(x). ``max_plate_nesting``
+    (the number of plates the model nests) places the enumeration dimensions to the left
+    of every plate; left as None, it is found once by running model and guide (see
+    :func:`prepare`).
+
+    References:
+        Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
+    """
+    nesting = float("inf") if max_plate_nesting is None else int(max_plate_nesting)
+    return EnumELBO(num_particles=_check_particles(num_particles), max_plate_nesting=nesting,
+                    vectorize_particles=num_particles > 1)
+
+
 _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "trace": trace,
     "meanfield": meanfield,
@@ -353,6 +395,7 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "dreg": dreg,
     "iwae-dreg": dreg,
     "rws": rws,
+    "enum": enum,
 }
 
 

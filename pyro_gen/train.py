@@ -29,6 +29,7 @@ from pyro.infer import ELBO
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .data import check_data
+from .sequences import check_sequences
 from .progress import progress_bar
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "modules_of", "parameters_of", "make_scheduler", "SCHEDULES"]
@@ -161,7 +162,10 @@ def _as_tensors(data, what: str) -> tuple[torch.Tensor, ...]:
     tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not tensors:
         raise ValueError(f"{what} is empty")
-    check_data(tensors[0], what)
+    if len(tensors) >= 2 and torch.is_tensor(tensors[0]) and tensors[0].dim() == 3:
+        check_sequences(tensors[0], tensors[1], what)  # padded sequences (N, T, D) with their lengths
+    else:
+        check_data(tensors[0], what)
     n = tensors[0].shape[0]
     for i, t in enumerate(tensors[1:], 1):
         if not torch.is_tensor(t) or t.shape[0] != n:
@@ -204,7 +208,8 @@ def fit(
     Args:
         model, guide: Pyro functions taking a batch (``model(x)``, or ``model(x, y)``
             when ``train_data`` is a tuple); typically a ``PyroModule``'s methods.
-        train_data: a float tensor (N, D), or a tuple of tensors sharing N.
+        train_data: a float tensor (N, D), or a tuple of tensors sharing N; padded
+            sequences come as ``(x, lengths)`` with x of shape (N, T, D).
         objective: a name for :func:`pyro_gen.objectives.get` (``"trace"``,
             ``"meanfield"``, ``"iwae:5"``, ``"dreg:5"``, ``"renyi:0.5"``, ``"graph"``)
             or any ELBO with ``differentiable_loss``.

@@ -32,3 +32,13 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("real data sets not found: set PYRO_GEN_DATA or put ../shared/data beside the repository")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: models that run many small ops (sequence models) are
+    slowed down, badly on a busy machine, by a second thread; the setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

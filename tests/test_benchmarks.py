@@ -140,3 +140,23 @@ def test_topics_20ng_smoke(shared_data, tmp_path):
     assert saved["results"] == out and saved["extra"]["20"]["sklearn"]["sklearn_bound_perplexity"] > 1
     assert len(saved["extra"]["50"]["prodlda"]["top_words"]) == 50
     assert (run_dir / "prodlda_20_top_words.png").stat().st_size > 0 and (run_dir / "top_words.md").is_file()
+
+
+@pytest.mark.slow
+def test_hmm_jsb_smoke(shared_data, tmp_path):
+    pytest.importorskip("hmmlearn", reason="hmmlearn is the EM reference of benchmarks/hmm_jsb.py: pip install -e '.[bench]'")
+    if not (shared_data / "jsb_chorales").is_dir():
+        pytest.skip(f"jsb_chorales not found in {shared_data}: the HMM benchmark needs the real data")
+    run_dir = tmp_path / "bench_hmm"
+    out = _last_json(_run("hmm_jsb.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"forward_ratio", "max_rel_err", "hmm", "dmm", "hmmlearn"}
+    assert _positive(out["forward_ratio"]) and 0 <= out["max_rel_err"] < 1e-4  # enumeration is exact
+    assert set(out["hmm"]) == {"2", "3"}
+    for row in [*out["hmm"].values(), out["dmm"]]:
+        assert set(row) == {"test_nll", "seconds"} and all(_positive(v) for v in row.values()), row
+        assert 0.5 < row["test_nll"] < 200, row  # nats per step over 88 keys: at most 88 log 2 = 61 for a sane HMM
+    assert set(out["hmmlearn"]) == {"ours_ll", "hmmlearn_ll", "ours_seconds", "hmmlearn_seconds"}
+    assert out["hmmlearn"]["ours_ll"] < 0 and out["hmmlearn"]["hmmlearn_ll"] < 0
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["summary"]["hmm"] == out["hmm"]
+    assert (run_dir / "hmm_states.png").stat().st_size > 0 and (run_dir / "training_curves.png").stat().st_size > 0

@@ -1,6 +1,12 @@
 """One contract over every model in models/: each file's ``examples()`` instances take an
 SVI step under every objective, give every parameter a gradient, round-trip through a
-checkpoint and sample with the right shapes."""
+checkpoint and sample with the right shapes.
+
+An example's data is a tensor ``x`` (called as ``model(x)``) or a tuple such as padded
+sequences ``(x, lengths)`` (called as ``model(x, lengths)``). The objectives come from the
+instance's ``objectives`` attribute, else the module's ``OBJECTIVES``, else all of them;
+models whose latents are summed out (``enum``) or are sequences expose ``log_likelihood``,
+which the round trip compares instead of the per-point importance weights."""
 
 import importlib
 import io
@@ -32,12 +38,14 @@ def _cases():
 @pytest.mark.parametrize("file, example", list(_cases()))
 def test_contract(file, example):
     module = importlib.import_module(f"models.{file}")
-    net, x = module.examples()[example]
-    supported = getattr(module, "OBJECTIVES", OBJECTIVES)
+    net, data = module.examples()[example]
+    batch = data if isinstance(data, tuple) else (data,)
+    x = batch[0]
+    supported = getattr(net, "objectives", getattr(module, "OBJECTIVES", OBJECTIVES))
     for objective in supported:
         elbo = objectives.get(objective)
         net.zero_grad()
-        loss = elbo.differentiable_loss(net.model, net.guide, x)
+        loss = elbo.differentiable_loss(net.model, net.guide, *batch)
         assert loss.shape == () and torch.isfinite(loss)
         loss.backward()
         for pname, p in net.named_parameters():
@@ -51,14 +59,24 @@ def test_contract(file, example):
     buf.seek(0)
     other, _ = module.examples(seed=1)[example]
     other.load_state_dict(torch.load(buf, weights_only=True))
-    pyro.set_rng_seed(5)
-    a = per_point_log_weights(net.model, net.guide, x, 2)
-    pyro.set_rng_seed(5)
-    b = per_point_log_weights(other.model, other.guide, x, 2)
-    assert torch.equal(a, b) and a.shape == (2, len(x))
+    if hasattr(net, "log_likelihood"):
+        pyro.set_rng_seed(5)
+        a = net.log_likelihood(*batch)
+        pyro.set_rng_seed(5)
+        b = other.log_likelihood(*batch)
+        assert torch.equal(a, b) and a.shape == (len(x),) and torch.isfinite(a).all()
+    else:
+        pyro.set_rng_seed(5)
+        a = per_point_log_weights(net.model, net.guide, x, 2)
+        pyro.set_rng_seed(5)
+        b = per_point_log_weights(other.model, other.guide, x, 2)
+        assert torch.equal(a, b) and a.shape == (2, len(x))
 
     # the uses of a trained model
-    assert net.sample(5).shape == (5, x.shape[1])
+    if len(batch) > 1:  # sequences: sample as many steps as the data has
+        assert net.sample(5, length=x.shape[1]).shape == (5, *x.shape[1:])
+    else:
+        assert net.sample(5).shape == (5, x.shape[1])
     if hasattr(net, "reconstruct"):
         assert net.reconstruct(x).shape == x.shape
     if hasattr(net, "encode"):
