@@ -40,12 +40,20 @@ class NUTSResult:
 
 
 def nuts(model: Callable, *args, num_samples: int = 500, warmup_steps: int = 500, num_chains: int = 2,
-         seed: int = 0, max_plate_nesting: int | None = None, progress: bool = False, **kwargs) -> NUTSResult:
+         seed: int = 0, max_plate_nesting: int | None = None, init_values: Mapping[str, torch.Tensor] | None = None,
+         progress: bool = False, **kwargs) -> NUTSResult:
     """Run NUTS on ``model(*args)``: ``num_chains`` chains, one after another, each
-    seeded from ``seed``; R-hat and bulk ESS from ArviZ."""
+    seeded from ``seed``; R-hat and bulk ESS from ArviZ.
+
+    Discrete sites the model marks for enumeration are summed out (give
+    ``max_plate_nesting``). ``init_values`` starts every chain there (e.g. at a VI
+    posterior's means): for mixtures and HMMs, whose posteriors have one mode per
+    relabelling of the states, this keeps all chains on the same labelling.
+    """
     import time
 
     from pyro.infer import MCMC, NUTS
+    from pyro.infer.autoguide import init_to_value
 
     from .diagnostics import _az
 
@@ -58,7 +66,8 @@ def nuts(model: Callable, *args, num_samples: int = 500, warmup_steps: int = 500
     t0 = time.perf_counter()
     for c in range(num_chains):
         pyro.set_rng_seed(seed * 1000 + c)
-        kernel = NUTS(model, max_plate_nesting=max_plate_nesting, jit_compile=False)
+        init = {} if init_values is None else {"init_strategy": init_to_value(values=dict(init_values))}
+        kernel = NUTS(model, max_plate_nesting=max_plate_nesting, jit_compile=False, **init)
         run = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
                    disable_progbar=not progress)
         with warnings.catch_warnings():

@@ -1,5 +1,6 @@
 """NUTS against conjugate posteriors, and the VI-against-NUTS comparison."""
 
+import itertools
 import math
 
 import pytest
@@ -70,3 +71,28 @@ def test_nuts_on_a_small_ppca_matches_the_exact_posterior_and_the_exact_guide():
     good = guide_draws(exact_net.guide, x, num_samples=2000)
     rows = mcmc.compare_posteriors(good, res.draws)
     assert len(rows) == 12 and all(abs(r["z_mean"]) < 0.3 and abs(r["sd_ratio"] - 1) < 0.2 for r in rows)
+
+
+@pytest.mark.slow
+def test_nuts_with_enumerated_states_on_a_small_hmm_agrees_with_vi():
+    from models.hmm import HMM, synthetic
+    from pyro_gen import fit
+    from pyro_gen.sbc import guide_draws
+
+    torch.set_num_threads(1)
+    x, lengths, truth = synthetic(n=6, length=30, seed=0)
+    net = HMM(3, 2, emission="gaussian", params="variational")
+    fit(net.model, net.guide, (x, lengths), objective="enum", epochs=300, batch_size=6, lr=0.05, progress=False)
+    vi = guide_draws(net.guide, x, lengths, num_samples=1000)
+    start = {k: v.mean(0) for k, v in vi.items()}
+    res = mcmc.nuts(net.model, x, lengths, num_samples=100, warmup_steps=100, num_chains=2, max_plate_nesting=1,
+                    init_values=start, seed=0)
+    # started on VI's labelling of the states, both chains stay on it
+    assert res.r_hat["loc"].max() < 1.1
+    rows = {r["param"]: r for r in mcmc.compare_posteriors({"loc": vi["loc"]}, {"loc": res.draws["loc"]})}
+    # the emission means are well identified: VI's posterior means sit within a posterior SD of NUTS's
+    assert all(abs(r["z_mean"]) < 1.0 for r in rows.values()), rows
+    # and both recover the truth up to the state permutation
+    loc = res.draws["loc"].mean(0)
+    err = min((loc[list(p)] - truth["loc"]).abs().max().item() for p in itertools.permutations(range(3)))
+    assert err < 0.3
