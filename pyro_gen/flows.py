@@ -64,6 +64,7 @@ NOT_INVERTIBLE = ("planar", "radial", "sylvester")
 SCORABLE = tuple(f for f in FAMILIES if f not in NOT_INVERTIBLE)
 ZUKO_FLOWS = ("maf", "nsf", "naf", "unaf", "nice", "realnvp", "sospf", "bpf")  # zuko's discrete flows
 _PERMUTED = ("iaf", "spline", "spline_autoregressive", "affine_coupling")  # order matters between layers
+_NETWORKED = _PERMUTED  # layers whose parameters come from a network, started at the identity
 
 
 def check_family(family: str, *, scorable: bool = False, what: str = "flow") -> str:
@@ -120,6 +121,27 @@ def _layer(family: str, dim: int, context_dim: int | None, hidden: list[int] | N
     raise AssertionError(family)  # check_family ran first
 
 
+def _start_at_identity(layer: nn.Module) -> nn.Module:
+    """Shrink the output layer of a layer's network 100-fold, so a deep stack starts near the identity.
+
+    Pyro's default initialization makes each coupling/autoregressive layer a random
+    affine map; 32 of them compose to a map whose scale overflows (NaN in the first
+    steps). Near-zero outputs are the usual remedy (RealNVP, Glow); not exactly zero,
+    which would leave the hidden layers without a gradient at the first step.
+    """
+    linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        if linears:
+            linears[-1].weight.mul_(0.01)
+            linears[-1].bias.zero_()
+        for m in layer.modules():
+            if isinstance(m, T.Spline):  # Pyro draws these at random; equal bins and unit slopes are the identity
+                m.unnormalized_widths.zero_()
+                m.unnormalized_heights.zero_()
+                m.unnormalized_derivatives.fill_(math.log(math.expm1(1.0)))
+    return layer
+
+
 class FlowStack(nn.Module):
     """``depth`` layers of one family; ``transforms(context)`` gives the Pyro transform list.
 
@@ -156,8 +178,10 @@ class FlowStack(nn.Module):
             self.layers = nn.ModuleList()
         else:
             self.zuko = None
-            self.layers = nn.ModuleList(_layer(family, self.dim, context_dim, hidden, count_bins, bound)
-                                        for _ in range(depth))
+            self.layers = nn.ModuleList(
+                _start_at_identity(_layer(family, self.dim, context_dim, hidden, count_bins, bound))
+                if family in _NETWORKED else _layer(family, self.dim, context_dim, hidden, count_bins, bound)
+                for _ in range(depth))
         self.register_buffer("reverse", torch.arange(self.dim - 1, -1, -1))
 
     def transforms(self, context: torch.Tensor | None = None) -> list[Transform]:
@@ -244,21 +268,37 @@ class FlowGuide(AutoContinuous):
     pushed through ``depth`` layers of ``family``. The layers are submodules, so
     :func:`pyro_gen.fit` trains them with the guide's other parameters.
 
+    ``family`` may also be a zuko flow instance (``zuko.flows.NSF(features=D)``, D the
+    number of unconstrained latent dimensions): q is then that flow, wrapped for Pyro by
+    ``pyro.contrib.zuko.ZukoToPyro``.
+
     References:
         Rezende & Mohamed (2015); Kingma et al. (2016); Pyro's ``AutoNormalizingFlow``.
     """
 
-    def __init__(self, model, family: str = "iaf", depth: int = 4, *, hidden: Sequence[int] | None = None,
+    def __init__(self, model, family: str | nn.Module = "iaf", depth: int = 4, *, hidden: Sequence[int] | None = None,
                  init_scale: float = 0.1, init_loc_fn=init_to_median, **flow_kwargs):
-        check_family(family, what="guide")
+        if not isinstance(family, nn.Module):  # else a zuko flow, registered once the guide exists (below)
+            check_family(family, what="guide")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
-        self._family, self._depth, self._hidden, self._init_scale = family, depth, hidden, init_scale
+        self._family = None if isinstance(family, nn.Module) else family
+        self._depth, self._hidden, self._init_scale = depth, hidden, init_scale
         self._flow_kwargs = flow_kwargs
+        zuko_flow = family if isinstance(family, nn.Module) else None
         super().__init__(model, init_loc_fn=init_loc_fn)
+        self.zuko_flow = zuko_flow
 
     def _setup_prototype(self, *args, **kwargs):
         super()._setup_prototype(*args, **kwargs)
+        if self.zuko_flow is not None:
+            features = self.zuko_flow().event_shape[-1]
+            if features != self.latent_dim:
+                raise ValueError(f"the zuko flow has {features} features, the model has {self.latent_dim} "
+                                 "unconstrained latent dimensions")
+            self.loc = nn.Parameter(self._init_loc())  # unused by q; kept so get_base_dist has a device
+            self.loc.requires_grad_(False)
+            return
         self.loc = nn.Parameter(self._init_loc())
         self.log_scale = nn.Parameter(torch.full_like(self.loc, math.log(self._init_scale)))
         self.stack = FlowStack(self._family, self.latent_dim, self._depth, hidden=self._hidden,
@@ -268,11 +308,15 @@ class FlowGuide(AutoContinuous):
         return dist.Normal(torch.zeros_like(self.loc), 1.0).to_event(1)
 
     def get_posterior(self, *args, **kwargs):
+        if self.zuko_flow is not None:
+            from pyro.contrib.zuko import ZukoToPyro
+
+            return ZukoToPyro(self.zuko_flow())
         base = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
         return dist.TransformedDistribution(base, self.stack.transforms())
 
 
-def flow_guide(model, family: str = "iaf", depth: int = 4, **kwargs) -> FlowGuide:
+def flow_guide(model, family: str | nn.Module = "iaf", depth: int = 4, **kwargs) -> FlowGuide:
     """One line: a flow guide over every continuous latent of ``model``.
 
     Example::
@@ -282,7 +326,7 @@ def flow_guide(model, family: str = "iaf", depth: int = 4, **kwargs) -> FlowGuid
 
     Args:
         model: a Pyro model (function or ``PyroModule`` method).
-        family: one of :data:`FAMILIES` or ``"zuko:NAME"``.
+        family: one of :data:`FAMILIES`, ``"zuko:NAME"``, or a zuko flow instance.
         depth: number of flow layers.
         **kwargs: ``hidden``, ``init_scale``, ``init_loc_fn``, ``count_bins``, ``bound``.
     """
