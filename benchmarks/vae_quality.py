@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-n", type=int, default=None, help="train on the first N points (default all)")
     p.add_argument("--val-n", type=int, default=None, help="validate on the first N points (default all)")
     p.add_argument("--smoke", action="store_true",
-                   help="epochs 1, train-n 500, val-n 500, eval-n 100, eval-k 10 (CI)")
+                   help="epochs 1, eval-k 10, and train-n 500, val-n 500, eval-n 100 unless given (CI)")
     p.add_argument("--out", default="runs/bench_quality", help="folder for results.json and the figure")
     p.add_argument("--guides", type=_guides, default=None,
                    help=f"compare guides instead: diagonal and/or flow families ({', '.join(FAMILIES)})")
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Train the three models, evaluate them, write the results; the JSON line is printed last."""
     args = build_parser().parse_args(argv)
     if args.smoke:
-        args.epochs, args.train_n, args.val_n, args.eval_n, args.eval_k = 1, 500, 500, 100, 10
+        # smoke sizes, unless given explicitly
+        args.epochs, args.eval_k = 1, 10
+        args.train_n, args.val_n, args.eval_n = args.train_n or 500, args.val_n or 500, args.eval_n or 100
     if args.flow_prior is not None:
         if not args.guides:
             build_parser().error("--flow-prior goes with --guides (it adds one run to the guide comparison)")
