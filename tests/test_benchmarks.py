@@ -123,3 +123,14 @@ def test_quality_flow_guides_smoke(shared_data, tmp_path):
     assert (run_dir / "prior_samples.png").stat().st_size > 0
     proc = _run("vae_quality.py", "--smoke", "--guides", "diagonal", "--flow-prior", "planar", env=_env(shared_data))
     assert proc.returncode == 2 and "no inverse" in proc.stderr and "spline" in proc.stderr
+
+
+@pytest.mark.slow
+def test_flows_speed_smoke():
+    out = _last_json(_run("flows_speed.py", "--smoke", env=_env()))
+    assert set(out) == {"diagonal_ms", "planar", "iaf", "sylvester", "depth", "rounds", "steps_per_round", "data"}
+    assert _positive(out["diagonal_ms"])
+    for flow in ("planar", "iaf", "sylvester"):
+        assert set(out[flow]) == {"pyro_gen_ms", "torch_ms", "ratio", "vs_diagonal"}
+        assert all(_positive(v) for v in out[flow].values()), out[flow]
+    assert (out["depth"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -287,3 +288,21 @@ def test_pyro_sylvester_log_det_is_not_the_jacobians(float64):
     ts = ours.transforms()
     assert torch.allclose(_forward(ts, x)[1],
                           torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: _forward(ts, v)[0], x))[1])
+
+
+@pytest.mark.parametrize("flow", ["planar", "iaf", "sylvester"])
+def test_amortized_flow_elbo_equals_the_hand_written_one(flow):
+    """The VAE's flow guide under Pyro's Trace_ELBO gives, draw for draw, the negative ELBO that the
+    layer equations written out by hand give (benchmarks/flows_speed.py's reference)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import flows_speed
+
+    x = (torch.rand(32, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    ours, by_hand = flows_speed.pyro_gen_step(flow, 2), flows_speed.torch_step(flow, 2)
+    torch.manual_seed(0)
+    a = ours(x)
+    torch.manual_seed(0)
+    b = by_hand(x)
+    assert a == pytest.approx(b, rel=1e-6)
