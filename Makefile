@@ -26,6 +26,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/vae_speed.py
 	$(PY) benchmarks/vae_quality.py --epochs 30
+	$(PY) benchmarks/flows_speed.py
+	$(PY) benchmarks/flows_energy.py --toy
 
 clean:
 	rm -rf runs .pytest_cache
