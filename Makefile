@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/ppca_exact.py
 	$(PY) benchmarks/topics_20ng.py
 	$(PY) benchmarks/hmm_jsb.py
+	$(PY) benchmarks/flows_speed.py
+	$(PY) benchmarks/flows_energy.py --toy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -18,9 +18,19 @@ test log-likelihood with k=1000 particles (:func:`pyro_gen.evaluate.log_likeliho
 Burda et al. 2016), reported as NLL = -mean log p(x) in nats with its standard error
 over test points; ``seconds`` is training time only (validation and evaluation excluded).
 
+Flow guides and priors (``--guides``, ``--flow-prior``): the same VAE, data, budget and
+objective (``trace``, the ELBO, as in van den Berg et al. 2018) with each listed guide
+(``diagonal`` = the Gaussian guide above, or any flow family of
+:data:`pyro_gen.flows.FAMILIES`, amortized on the encoder's last hidden layer, depth
+``--flow-depth``), and with ``--flow-prior FAMILY`` one more run: the diagonal guide with
+that learnable flow prior (``flow_prior``). Then the three runs above are not made, and the
+JSON has one entry per guide plus ``flow_prior``; ``OUT/prior_samples.png`` shows samples of
+the flow-prior VAE beside the Gaussian-prior (diagonal) one.
+
 Run from the repository root (the full 30-epoch run took about 15 minutes on 2 CPU cores)::
 
     PYRO_GEN_DATA=/path/to/shared/data python benchmarks/vae_quality.py --epochs 30
+    python benchmarks/vae_quality.py --guides diagonal,planar,iaf,sylvester --flow-prior spline
     python benchmarks/vae_quality.py --smoke          # 1 epoch on 500 points, for CI
 
 Writes ``OUT/results.json`` (results, per-epoch histories, settings) and
@@ -52,7 +62,8 @@ from pyro_gen import fit  # noqa: E402
 from pyro_gen.checkpoint import write_json  # noqa: E402
 from pyro_gen.data import DataNotFoundError, load  # noqa: E402
 from pyro_gen.evaluate import log_likelihood  # noqa: E402
-from pyro_gen.plots import training_curves  # noqa: E402
+from pyro_gen.flows import FAMILIES, check_family  # noqa: E402
+from pyro_gen.plots import image_grid, training_curves  # noqa: E402
 
 X_DIM, Z_DIM, HIDDEN, ACTIVATION = 784, 50, (200, 200), "tanh"
 BATCH = 100
@@ -67,19 +78,24 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def new_vae() -> VAE:
-    """The benchmark's VAE; seeded so that every method starts from the same weights."""
+def new_vae(**flows) -> VAE:
+    """The benchmark's VAE; seeded so that every method starts from the same weights.
+
+    ``flows`` (``guide_flow``, ``prior_flow``, ``flow_depth``) add flows after the same
+    encoder and decoder, which are built first and so get the same initial weights.
+    """
     torch.manual_seed(SEED)
-    return VAE(X_DIM, Z_DIM, HIDDEN, activation=ACTIVATION)
+    return VAE(X_DIM, Z_DIM, HIDDEN, activation=ACTIVATION, **flows)
 
 
 # --- pyro_gen --------------------------------------------------------------------------------
 
 
-def train_pyro_gen(objective: str, train: torch.Tensor, val: torch.Tensor, epochs: int) -> tuple[VAE, dict]:
+def train_pyro_gen(objective: str, train: torch.Tensor, val: torch.Tensor, epochs: int,
+                   **flows) -> tuple[VAE, dict]:
     """Train with :func:`pyro_gen.fit`; returns the VAE (best validation epoch) and a summary."""
     pyro.clear_param_store()
-    vae = new_vae()
+    vae = new_vae(**flows)
     result = fit(vae.model, vae.guide, train, objective=objective, epochs=epochs, batch_size=BATCH, lr=LR,
                  val_data=val, seed=SEED, progress=True)
     return vae, {"seconds": result.seconds, "history": result.history, "best_epoch": result.best_epoch,
@@ -157,17 +173,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-n", type=int, default=None, help="train on the first N points (default all)")
     p.add_argument("--val-n", type=int, default=None, help="validate on the first N points (default all)")
     p.add_argument("--smoke", action="store_true",
-                   help="epochs 1, train-n 500, val-n 500, eval-n 100, eval-k 10 (CI)")
+                   help="epochs 1, eval-k 10, and train-n 500, val-n 500, eval-n 100 unless given (CI)")
     p.add_argument("--out", default="runs/bench_quality", help="folder for results.json and the figure")
+    p.add_argument("--guides", type=_guides, default=None,
+                   help=f"compare guides instead: diagonal and/or flow families ({', '.join(FAMILIES)})")
+    p.add_argument("--flow-prior", default=None, help="with --guides: also a diagonal guide with this flow prior")
+    p.add_argument("--flow-depth", type=int, default=4, help="layers of each flow")
     return p
+
+
+def _guides(spec: str) -> list[str]:
+    names = [g for g in spec.split(",") if g]
+    for g in names:
+        if g != "diagonal":
+            try:
+                check_family(g, what="guide")
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(f"{e} (or diagonal)") from None
+    if not names:
+        raise argparse.ArgumentTypeError("--guides needs at least one name")
+    return names
+
+
+def run_flows(args, train, val, test) -> tuple[dict, dict]:
+    """Each guide (and the flow prior), trained with the ELBO at the same budget, then scored."""
+    configs = {g: ({} if g == "diagonal" else {"guide_flow": g, "flow_depth": args.flow_depth}) for g in args.guides}
+    if args.flow_prior:
+        configs["flow_prior"] = {"prior_flow": args.flow_prior, "flow_depth": args.flow_depth}
+    runs, vaes = {}, {}
+    for name, flows in configs.items():
+        log(f"training {name} ({flows or 'diagonal guide, Normal prior'}) with pyro_gen.fit, objective 'trace'")
+        vaes[name], runs[name] = train_pyro_gen("trace", train, val, args.epochs, **flows)
+        log(f"{name}: {runs[name]['seconds']:.1f} s training, best epoch {runs[name]['best_epoch']}")
+    return runs, vaes
+
+
+@torch.no_grad()
+def prior_samples_figure(vaes: dict, path: Path) -> Path | None:
+    """Samples (Bernoulli means) of the flow-prior VAE beside a Gaussian-prior one, same noise seed."""
+    gaussian = vaes.get("diagonal")
+    if "flow_prior" not in vaes or gaussian is None:
+        return None
+    rows = []
+    for name in ("diagonal", "flow_prior"):
+        torch.manual_seed(EVAL_SEED)
+        rows.append(vaes[name].eval().sample(50))
+    return image_grid(torch.cat(rows), (1, 28, 28), path, nrow=10,
+                      title="top: Normal(0, I) prior (diagonal guide); bottom: flow prior")
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Train the three models, evaluate them, write the results; the JSON line is printed last."""
     args = build_parser().parse_args(argv)
     if args.smoke:
-        args.epochs, args.train_n, args.val_n, args.eval_n, args.eval_k = 1, 500, 500, 100, 10
-    for flag in ("epochs", "eval_k", "eval_n", "train_n", "val_n"):
+        # smoke sizes, unless given explicitly
+        args.epochs, args.eval_k = 1, 10
+        args.train_n, args.val_n, args.eval_n = args.train_n or 500, args.val_n or 500, args.eval_n or 100
+    if args.flow_prior is not None:
+        if not args.guides:
+            build_parser().error("--flow-prior goes with --guides (it adds one run to the guide comparison)")
+        try:
+            check_family(args.flow_prior, scorable=True, what="prior")
+        except ValueError as e:
+            build_parser().error(str(e))
+    for flag in ("epochs", "eval_k", "eval_n", "train_n", "val_n", "flow_depth"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             build_parser().error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -183,12 +252,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     runs: dict[str, dict] = {}
     vaes: dict[str, VAE] = {}
-    for name, objective in (("trace", "trace"), ("iwae5", "iwae:5")):
-        log(f"training {name} with pyro_gen.fit (objective {objective!r})")
-        vaes[name], runs[name] = train_pyro_gen(objective, train, val, args.epochs)
-        log(f"{name}: {runs[name]['seconds']:.1f} s training, best epoch {runs[name]['best_epoch']}")
-    log("training reference_trace (plain PyTorch loop)")
-    vaes["reference_trace"], runs["reference_trace"] = train_reference(train, val, args.epochs)
+    if args.guides:
+        runs, vaes = run_flows(args, train, val, test)
+    else:
+        for name, objective in (("trace", "trace"), ("iwae5", "iwae:5")):
+            log(f"training {name} with pyro_gen.fit (objective {objective!r})")
+            vaes[name], runs[name] = train_pyro_gen(objective, train, val, args.epochs)
+            log(f"{name}: {runs[name]['seconds']:.1f} s training, best epoch {runs[name]['best_epoch']}")
+        log("training reference_trace (plain PyTorch loop)")
+        vaes["reference_trace"], runs["reference_trace"] = train_reference(train, val, args.epochs)
 
     for name, vae in vaes.items():
         log(f"evaluating {name}: IWAE-{args.eval_k} on {len(test)} test points")
@@ -205,8 +277,11 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json({**summary, "train_n": len(train), "val_n": len(val), "batch_size": BATCH, "lr": LR,
                 "architecture": f"{X_DIM}-{'-'.join(map(str, HIDDEN))}-{Z_DIM} {ACTIVATION}",
-                "torch_threads": torch.get_num_threads(), "runs": runs}, out / "results.json")
+                "torch_threads": torch.get_num_threads(), "flow_depth": args.flow_depth if args.guides else None,
+                "runs": runs}, out / "results.json")
     training_curves({name: r["history"] for name, r in runs.items()}, out / "training_curves.png")
+    if args.guides:
+        prior_samples_figure(vaes, out / "prior_samples.png")
     log(f"wrote {out / 'results.json'} and {out / 'training_curves.png'}")
     print(json.dumps(summary), flush=True)
     return summary

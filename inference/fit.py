@@ -38,7 +38,8 @@ def _vae(args, ds: data_lib.Dataset):
     from models.vae import VAE
 
     return VAE(x_dim=ds.dim, z_dim=args.latent_dim, hidden=args.hidden, likelihood=args.likelihood,
-               network=args.network, image_shape=ds.image_shape, activation=args.activation, beta=args.beta)
+               network=args.network, image_shape=ds.image_shape, activation=args.activation, beta=args.beta,
+               **_flow_options(args))
 
 
 def _ppca(args, ds: data_lib.Dataset):
@@ -146,7 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
+    _add_flow_options(p)
     return p
+
+
+# --- flows (pyro_gen.flows): a flow guide and/or a flow prior for the VAE -----------------------
+
+
+def _add_flow_options(p: argparse.ArgumentParser) -> None:
+    from pyro_gen.flows import FAMILIES, SCORABLE
+
+    g = p.add_argument_group("flows")
+    g.add_argument("--guide-flow", default=None, help=f"amortized flow guide: {', '.join(FAMILIES)} or zuko:NAME")
+    g.add_argument("--flow-depth", type=int, default=4, help="layers of each flow")
+    g.add_argument("--prior-flow", default=None, help=f"learnable flow prior: {', '.join(SCORABLE)} or zuko:NAME")
+
+
+def _flow_options(args) -> dict:
+    return {"guide_flow": args.guide_flow, "prior_flow": args.prior_flow, "flow_depth": args.flow_depth}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,6 +9,12 @@ Amortized guide::
 
     q(z_n | x_n) = Normal(mu(x_n), diag sigma(x_n)^2),  (mu, sigma) = encoder(x_n)
 
+Options: ``guide_flow="iaf"`` (any of :data:`pyro_gen.flows.FAMILIES`) pushes that
+Gaussian through ``flow_depth`` amortized flow layers conditioned on the encoder's
+last hidden layer h(x_n) (for ``"sylvester"`` the encoder emits the layers'
+parameters, as in van den Berg et al. 2018); ``prior_flow="spline"`` replaces the
+Normal(0, I) prior by a learnable flow that scores any z cheaply.
+
 The encoder and decoder are plain ``torch.nn`` networks (an MLP, or a small
 convolutional net for images); the model and guide are the two Pyro functions
 below and nothing else.
@@ -18,6 +24,7 @@ References:
     Rezende, Mohamed & Wierstra (2014), Stochastic Backpropagation and Approximate
     Inference in Deep Generative Models.
     Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli.
+    Rezende & Mohamed (2015); Kingma et al. (2016); van den Berg et al. (2018) (flow guides).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
+
+from pyro_gen.flows import FlowStack, check_family, conditional_flow_distribution
 
 __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIKELIHOODS"]
 
@@ -61,12 +70,19 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.body = _mlp([x_dim, *hidden], activation)
         self.act = _activation(activation)()
-        self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim)
+        self.feature_dim = hidden[-1] if hidden else x_dim
+        self.head = nn.Linear(self.feature_dim, 2 * z_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.act(self.body(x)) if len(self.body) else x
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer h(x): what an amortized flow is conditioned on."""
+        return self.act(self.body(x)) if len(self.body) else x
+
+    def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.head(h).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-5
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gaussian(self.features(x))
 
 
 class MLPDecoder(nn.Module):
@@ -94,13 +110,19 @@ class ConvEncoder(nn.Module):
         )
         with torch.no_grad():
             n = self.conv(torch.zeros(1, c, h, w)).numel()
+        self.feature_dim = n
         self.head = nn.Linear(n, 2 * z_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = x.shape[:-1]
-        h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
-        loc, raw_scale = self.head(h).reshape(*batch, -1).chunk(2, dim=-1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened convolutional features h(x): what an amortized flow is conditioned on."""
+        return self.conv(x.reshape(-1, *self.image_shape)).flatten(1).reshape(*x.shape[:-1], -1)
+
+    def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.head(h).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-5
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gaussian(self.features(x))
 
 
 class ConvDecoder(nn.Module):
@@ -126,7 +148,7 @@ class ConvDecoder(nn.Module):
 
 
 class VAE(PyroModule):
-    """A VAE with a standard-normal prior and a diagonal-Gaussian amortized guide.
+    """A VAE with a standard-normal (or flow) prior and a diagonal-Gaussian (or flow) amortized guide.
 
     Args:
         x_dim: number of observed dimensions (images are flattened).
@@ -139,6 +161,12 @@ class VAE(PyroModule):
         beta: weight of the KL term while training (beta-VAE, Higgins et al. 2017); 1 is
             the ELBO. In ``eval()`` mode the model is the plain VAE, so evaluation
             reports true bounds.
+        guide_flow: a flow family (:data:`pyro_gen.flows.FAMILIES`, or ``"zuko:NAME"``) for
+            q(z|x), amortized on the encoder's features; None: the diagonal Gaussian.
+        flow_depth: number of layers of each flow.
+        prior_flow: a flow family for a learnable prior p(z); it must score any z, so
+            planar, radial and sylvester are refused. None: Normal(0, I).
+        flow_hidden: hidden widths of the flows' networks (None: Pyro's defaults).
     """
 
     def __init__(
@@ -151,6 +179,10 @@ class VAE(PyroModule):
         image_shape: Sequence[int] | None = None,
         activation: str = "relu",
         beta: float = 1.0,
+        guide_flow: str | None = None,
+        flow_depth: int = 4,
+        prior_flow: str | None = None,
+        flow_hidden: Sequence[int] | None = None,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -171,6 +203,15 @@ class VAE(PyroModule):
             self.decoder = MLPDecoder(z_dim, x_dim, hidden, activation)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(x_dim))
+        # Flows: None keeps the plain VAE (and its state_dict keys) unchanged.
+        self.guide_flow, self.prior_flow = guide_flow, prior_flow
+        self.q_flow = self.p_flow = None
+        if guide_flow is not None:
+            self.q_flow = FlowStack(check_family(guide_flow, what="guide"), z_dim, flow_depth,
+                                    context_dim=self.encoder.feature_dim, hidden=flow_hidden)
+        if prior_flow is not None:
+            self.p_flow = FlowStack(check_family(prior_flow, scorable=True, what="prior"), z_dim, flow_depth,
+                                    hidden=flow_hidden, direction="score")
 
     # --- the two Pyro programs -------------------------------------------------------
 
@@ -181,16 +222,24 @@ class VAE(PyroModule):
             pyro.sample("x", self.observation(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        loc, scale = self.encoder(x)
         with pyro.plate("data", x.shape[0]), self._kl_weight():
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", self.posterior(x))
 
     # --- pieces of the model -----------------------------------------------------------
 
     def prior(self, like: torch.Tensor | None = None) -> dist.TorchDistribution:
-        """p(z) = Normal(0, I) over ``z_dim`` dimensions."""
+        """p(z) = Normal(0, I) over ``z_dim`` dimensions, pushed through the prior flow if any."""
         zeros = (like if like is not None else self.decoder_weight()).new_zeros(self.z_dim)
-        return dist.Normal(zeros, 1.0).to_event(1)
+        p = dist.Normal(zeros, 1.0).to_event(1)
+        return p if self.p_flow is None else dist.TransformedDistribution(p, self.p_flow.transforms())
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x): the encoder's Gaussian, pushed through the amortized guide flow if any."""
+        h = self.encoder.features(x)
+        loc, scale = self.encoder.gaussian(h)
+        if self.q_flow is None:
+            return dist.Normal(loc, scale).to_event(1)
+        return conditional_flow_distribution(self.q_flow, loc, scale, h)
 
     def observation(self, out: torch.Tensor) -> dist.TorchDistribution:
         """p(x | z) given the decoder's output for z."""
@@ -213,7 +262,7 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The guide's mean and standard deviation of z for each row of x."""
+        """The guide's mean and standard deviation of z for each row of x (before any guide flow)."""
         return self.encoder(x)
 
     @torch.no_grad()
@@ -247,4 +296,6 @@ def examples(seed: int = 0) -> dict[str, tuple[VAE, torch.Tensor]]:
         "conv-bernoulli": (VAE(64, 3, network="conv", image_shape=(1, 8, 8)), binary),
         "mlp-gaussian": (VAE(64, 3, (16, 16), likelihood="gaussian", activation="tanh"), grey),
         "mlp-continuous-bernoulli": (VAE(64, 3, (16,), likelihood="continuous-bernoulli", beta=2.0), grey),
+        "householder-guide": (VAE(64, 3, (16,), guide_flow="householder", flow_depth=2), binary),
+        "iaf-guide-spline-prior": (VAE(64, 3, (16,), guide_flow="iaf", flow_depth=2, prior_flow="spline"), binary),
     }

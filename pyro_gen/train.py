@@ -89,7 +89,8 @@ def _param_store_names(model, guide, args) -> list[str]:
         for fn in (guide, model):
             tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
             names += [n for n, s in tr.nodes.items() if s["type"] == "param" and n not in names]
-    # PyroModule parameters (e.g. an AutoGuide's) show up as param sites too, but live in their module
+    # A PyroModule's own nn.Parameters (an AutoGuide's loc, say) show up as param sites too, but
+    # under module_local_params they live in the module, which parameters_of already covers.
     store = pyro.get_param_store()
     return [n for n in names if n in store]
 

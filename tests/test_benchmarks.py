@@ -160,3 +160,50 @@ def test_hmm_jsb_smoke(shared_data, tmp_path):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["summary"]["hmm"] == out["hmm"]
     assert (run_dir / "hmm_states.png").stat().st_size > 0 and (run_dir / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_flows_energy_smoke(tmp_path):
+    run_dir = tmp_path / "flows_energy"
+    out = _last_json(_run("flows_energy.py", "--smoke", "--toy", "--out", str(run_dir), env=_env()))
+    assert set(out) == {"kl", "steps", "best_depth2", "toy_nll", "seconds"}
+    assert set(out["kl"]) == {"U1", "U3"}
+    for energy, by_family in out["kl"].items():
+        assert set(by_family) == {"planar", "sylvester", "affine_coupling"}
+        for family, by_depth in by_family.items():
+            assert set(by_depth) == {"1", "2"}
+            # KL(q || p) >= 0 up to Monte Carlo error; 20 steps leave every fit far from p
+            assert all(-0.05 < v < 50 for v in by_depth.values()), (energy, family, by_depth)
+            assert all(0 < s <= 20 for s in out["steps"][energy][family].values())
+    assert set(out["toy_nll"]) == {"moons", "circles", "8gaussians", "checkerboard"}
+    assert all(set(v) == {"affine_coupling"} and math.isfinite(v["affine_coupling"]) for v in out["toy_nll"].values())
+    for name in ("energies_depth1.png", "energies_depth2.png", "toy_densities.png", "results.json"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quality_flow_guides_smoke(shared_data, tmp_path):
+    if not (shared_data / "binarized_mnist").is_dir():
+        pytest.skip(f"binarized_mnist not found in {shared_data}: the quality benchmark needs the real data")
+    run_dir = tmp_path / "flows_quality"
+    out = _last_json(_run("vae_quality.py", "--smoke", "--guides", "diagonal,sylvester", "--flow-prior", "spline",
+                          "--flow-depth", "2", "--train-n", "200", "--eval-n", "20", "--out", str(run_dir),
+                          env=_env(shared_data)))
+    assert set(out) == {"epochs", "diagonal", "sylvester", "flow_prior", "eval_k", "eval_n"}
+    for name in ("diagonal", "sylvester", "flow_prior"):
+        assert set(out[name]) == {"nll", "se", "seconds"}
+        assert 80 < out[name]["nll"] < 800 and out[name]["se"] > 0, out[name]
+    assert (run_dir / "prior_samples.png").stat().st_size > 0
+    proc = _run("vae_quality.py", "--smoke", "--guides", "diagonal", "--flow-prior", "planar", env=_env(shared_data))
+    assert proc.returncode == 2 and "no inverse" in proc.stderr and "spline" in proc.stderr
+
+
+@pytest.mark.slow
+def test_flows_speed_smoke():
+    out = _last_json(_run("flows_speed.py", "--smoke", env=_env()))
+    assert set(out) == {"diagonal_ms", "planar", "iaf", "sylvester", "depth", "rounds", "steps_per_round", "data"}
+    assert _positive(out["diagonal_ms"])
+    for flow in ("planar", "iaf", "sylvester"):
+        assert set(out[flow]) == {"pyro_gen_ms", "torch_ms", "ratio", "vs_diagonal"}
+        assert all(_positive(v) for v in out[flow].values()), out[flow]
+    assert (out["depth"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
