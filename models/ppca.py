@@ -71,13 +71,17 @@ class PPCA(PyroModule):
             exact posterior covariance) or ``"diagonal"``.
         hidden: hidden widths of the MLP encoder.
         ard: Bayesian PCA: W is a latent with an ARD prior, see the module docstring.
+        guide_flow: push the guide's Gaussian through ``flow_depth`` layers of this
+            flow family (one of :data:`pyro_gen.flows.FAMILIES`, shared by all x), e.g.
+            ``"iaf"``; None for the Gaussian guide alone.
         num_data: size of the training set; with ``ard=True`` and minibatches the
             global W terms are weighted by batch/num_data so each batch's loss is an
             unbiased share of the full-data ELBO (default: the batch is the data set).
     """
 
     def __init__(self, x_dim: int, z_dim: int = 2, encoder: str = "linear", covariance: str = "full",
-                 hidden: Sequence[int] = (64,), ard: bool = False, num_data: int | None = None):
+                 hidden: Sequence[int] = (64,), ard: bool = False, num_data: int | None = None,
+                 guide_flow: str | None = None, flow_depth: int = 2):
         super().__init__()
         if not 1 <= z_dim < x_dim:
             raise ValueError(f"need 1 <= z_dim < x_dim, got z_dim={z_dim}, x_dim={x_dim}")
@@ -112,6 +116,11 @@ class PPCA(PyroModule):
             self.scale_tril_raw = nn.Parameter(torch.zeros(z_dim, z_dim))
         else:
             self.log_scale = nn.Parameter(torch.zeros(z_dim))
+        self.flow = None
+        if guide_flow is not None:
+            from pyro_gen.flows import FlowStack
+
+            self.flow = FlowStack(guide_flow, z_dim, flow_depth)
 
     # --- the two Pyro programs -------------------------------------------------------
 
@@ -158,8 +167,10 @@ class PPCA(PyroModule):
     def posterior_approx(self, loc: torch.Tensor) -> dist.TorchDistribution:
         """q(z | x) given the encoder's output."""
         if self.covariance == "full":
-            return dist.MultivariateNormal(loc, scale_tril=self.scale_tril())
-        return dist.Normal(loc, self.log_scale.exp()).to_event(1)
+            q = dist.MultivariateNormal(loc, scale_tril=self.scale_tril())
+        else:
+            q = dist.Normal(loc, self.log_scale.exp()).to_event(1)
+        return q if self.flow is None else dist.TransformedDistribution(q, self.flow.transforms())
 
     def weights(self) -> torch.Tensor:
         """W, or its posterior mean under the guide with ``ard=True``."""
@@ -174,15 +185,19 @@ class PPCA(PyroModule):
 
     @torch.no_grad()
     def elbo_gap(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x_n) - ELBO(x_n) = KL(q(z | x_n) || p(z | x_n)) per row, exactly (W fixed)."""
+        """log p(x_n) - ELBO(x_n) = KL(q(z | x_n) || p(z | x_n)) per row, exactly (W fixed; Gaussian guides)."""
+        if self.flow is not None:
+            raise ValueError("the exact ELBO gap needs a Gaussian guide; with a flow, estimate it: "
+                             "exact_log_likelihood(x) - pyro_gen.evaluate.elbo(...)")
         return linear_gaussian.elbo_gap(x, self.guide_loc(x), self.scale_tril(), self.weights(), self.mu, self.sigma)
 
     @torch.no_grad()
     def set_exact_guide(self) -> "PPCA":
         """Make the guide the exact posterior (linear encoder, full covariance only)."""
-        if self.encoder_kind != "linear" or self.covariance != "full":
-            raise ValueError("only the linear encoder with full covariance can hold the exact posterior; "
-                             f"this guide is {self.encoder_kind}/{self.covariance}")
+        if self.encoder_kind != "linear" or self.covariance != "full" or self.flow is not None:
+            raise ValueError("only the linear encoder with full covariance (and no flow) can hold the exact "
+                             f"posterior; this guide is {self.encoder_kind}/{self.covariance}"
+                             + (f" with a {self.flow.family} flow" if self.flow is not None else ""))
         W, s2 = self.weights().double(), self.sigma.double() ** 2
         M = W.T @ W + s2 * torch.eye(self.z_dim, dtype=W.dtype)
         A = torch.linalg.solve(M, W.T)  # posterior mean M^-1 W^T (x - mu)
@@ -210,7 +225,8 @@ class PPCA(PyroModule):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The guide's mean of z and its marginal standard deviations, each (N, q)."""
+        """The guide's mean of z and its marginal standard deviations, each (N, q)
+        (of the Gaussian before the flow, for a flow guide)."""
         loc = self.guide_loc(x)
         std = self.scale_tril().pow(2).sum(-1).sqrt()
         return loc, std.expand_as(loc)
@@ -298,4 +314,5 @@ def examples(seed: int = 0) -> dict[str, tuple[PPCA, torch.Tensor]]:
         "linear-diagonal": (PPCA(6, 2, covariance="diagonal"), x),
         "mlp-full": (PPCA(6, 2, encoder="mlp", hidden=(8,)), x),
         "mlp-diagonal": (PPCA(6, 3, encoder="mlp", covariance="diagonal", hidden=(8,)), x),
+        "linear-diagonal-iaf": (PPCA(6, 2, covariance="diagonal", guide_flow="iaf"), x),
     }

@@ -39,11 +39,16 @@ __all__ = ["Budget", "Problem", "RunResult", "AutoGuided", "AUTO_GUIDES", "run",
 def _auto_guides() -> dict[str, Callable]:
     from pyro.infer import autoguide
 
-    return {"diagonal": autoguide.AutoNormal, "full": autoguide.AutoMultivariateNormal,
-            "lowrank": autoguide.AutoLowRankMultivariateNormal, "iaf": autoguide.AutoIAFNormal}
+    from .flows import FAMILIES, flow_guide
+
+    builders = {"diagonal": autoguide.AutoNormal, "full": autoguide.AutoMultivariateNormal,
+                "lowrank": autoguide.AutoLowRankMultivariateNormal}
+    builders.update({family: (lambda f: lambda model: flow_guide(model, f, depth=4))(family) for family in FAMILIES})
+    return builders
 
 
-AUTO_GUIDES = ("diagonal", "full", "lowrank", "iaf")
+AUTO_GUIDES = ("diagonal", "full", "lowrank", "iaf", "planar", "radial", "householder", "sylvester", "spline",
+               "spline_autoregressive", "affine_coupling")
 
 
 class AutoGuided(torch.nn.Module):
@@ -51,7 +56,8 @@ class AutoGuided(torch.nn.Module):
     module with ``model``/``guide`` methods (the guide's parameters are its own).
 
     Guides: ``diagonal`` (AutoNormal), ``full`` (AutoMultivariateNormal), ``lowrank``
-    (AutoLowRankMultivariateNormal), ``iaf`` (AutoIAFNormal).
+    (AutoLowRankMultivariateNormal), and every flow family of :mod:`pyro_gen.flows`
+    (``iaf``, ``planar``, ``sylvester``, ...: :func:`pyro_gen.flows.flow_guide`, depth 4).
     """
 
     def __init__(self, model_fn: Callable, guide: str = "diagonal", exact_log_likelihood: Callable | None = None):
