@@ -34,7 +34,7 @@ from inference.compare import ppca_problem  # noqa: E402
 from pyro_gen.compare import Budget, compare, write_report  # noqa: E402
 
 OBJECTIVES = ["trace", "meanfield", "iwae:5", "iwae-dreg:5", "renyi:0.5", "rws"]
-GUIDES = ["diagonal", "full", "mlp"]
+GUIDES = ["diagonal", "full", "iaf"]
 
 
 def main(argv=None) -> dict:
