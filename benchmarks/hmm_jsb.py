@@ -179,7 +179,6 @@ def versus_hmmlearn(n: int, length: int, epochs: int, restarts: int) -> dict:
         flat, lengths.tolist()) for seed in range(restarts)]
     em_seconds = time.perf_counter() - t0
     scores = [float(m.score(flat, lengths.tolist())) for m in fits]
-    em = fits[int(np.argmax(scores))]
     theirs = max(scores)
     true_ll = HMM(3, 2, "gaussian")
     with torch.no_grad():

@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch

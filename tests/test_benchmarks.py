@@ -42,6 +42,12 @@ def _last_json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(lines[-1])
 
 
+def _need(shared_data: Path, folder: str, benchmark: str) -> None:
+    """Skip, naming what is missing, when the real data set a benchmark reads is absent."""
+    if not (shared_data / folder).is_dir():
+        pytest.skip(f"{folder} not found in {shared_data}: the {benchmark} needs the real data")
+
+
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
@@ -62,8 +68,7 @@ def test_speed_smoke():
 
 @pytest.mark.slow
 def test_quality_smoke(shared_data, tmp_path):
-    if not (shared_data / "binarized_mnist").is_dir():
-        pytest.skip(f"binarized_mnist not found in {shared_data}: the quality benchmark needs the real data")
+    _need(shared_data, "binarized_mnist", "quality benchmark")
     run_dir = tmp_path / "bench_quality"
     out = _last_json(_run("vae_quality.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
     assert set(out) == {"epochs", "trace", "iwae5", "reference_trace", "eval_k", "eval_n"}
@@ -123,8 +128,7 @@ def test_compare_ppca_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_topics_20ng_smoke(shared_data, tmp_path):
-    if not (shared_data / "20newsgroups").is_dir():
-        pytest.skip(f"20newsgroups not found in {shared_data}: the topic benchmark needs the real data")
+    _need(shared_data, "20newsgroups", "topic benchmark")
     run_dir = tmp_path / "topics"
     out = _last_json(_run("topics_20ng.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
     assert set(out) == {"20", "50"}
@@ -145,8 +149,7 @@ def test_topics_20ng_smoke(shared_data, tmp_path):
 @pytest.mark.slow
 def test_hmm_jsb_smoke(shared_data, tmp_path):
     pytest.importorskip("hmmlearn", reason="hmmlearn is the EM reference of benchmarks/hmm_jsb.py: pip install -e '.[bench]'")
-    if not (shared_data / "jsb_chorales").is_dir():
-        pytest.skip(f"jsb_chorales not found in {shared_data}: the HMM benchmark needs the real data")
+    _need(shared_data, "jsb_chorales", "HMM benchmark")
     run_dir = tmp_path / "bench_hmm"
     out = _last_json(_run("hmm_jsb.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
     assert set(out) == {"forward_ratio", "max_rel_err", "hmm", "dmm", "hmmlearn"}
@@ -183,8 +186,7 @@ def test_flows_energy_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_quality_flow_guides_smoke(shared_data, tmp_path):
-    if not (shared_data / "binarized_mnist").is_dir():
-        pytest.skip(f"binarized_mnist not found in {shared_data}: the quality benchmark needs the real data")
+    _need(shared_data, "binarized_mnist", "quality benchmark")
     run_dir = tmp_path / "flows_quality"
     out = _last_json(_run("vae_quality.py", "--smoke", "--guides", "diagonal,sylvester", "--flow-prior", "spline",
                           "--flow-depth", "2", "--train-n", "200", "--eval-n", "20", "--out", str(run_dir),

@@ -9,7 +9,6 @@ the exact Gaussian posterior of a Bayesian linear regression as the diagonal gui
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import pyro
@@ -212,15 +211,6 @@ def _fit(guide, design, y, steps=300):
         opt.step()
         sched.step()
     return _kl_to_posterior(guide, design, y)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second BLAS thread only adds start-up cost (10x on a loaded machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.slow

@@ -17,15 +17,6 @@ from pyro_gen import evaluate, fit
 from pyro_gen import topics as T
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks train faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_laplace_approximation_matches_its_closed_form():
     loc, scale = laplace_dirichlet_prior(torch.tensor([0.5, 2.0]))
     # K = 2: (1 - 2/K) vanishes; sum 1/alpha / K^2 = 2.5 / 4

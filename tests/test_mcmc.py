@@ -74,12 +74,11 @@ def test_nuts_on_a_small_ppca_matches_the_exact_posterior_and_the_exact_guide():
 
 
 @pytest.mark.slow
-def test_nuts_with_enumerated_states_on_a_small_hmm_agrees_with_vi():
+def test_nuts_with_enumerated_states_on_a_small_hmm_agrees_with_vi(one_thread):
     from models.hmm import HMM, synthetic
     from pyro_gen import fit
     from pyro_gen.sbc import guide_draws
 
-    torch.set_num_threads(1)
     x, lengths, truth = synthetic(n=6, length=30, seed=0)
     net = HMM(3, 2, emission="gaussian", params="variational")
     fit(net.model, net.guide, (x, lengths), objective="enum", epochs=300, batch_size=6, lr=0.05, progress=False)
