@@ -251,8 +251,17 @@ class DReG_ELBO(RenyiBound):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         ((model_trace, guide_trace),) = list(self._get_traces(model, guide, args, kwargs))
-        with detached_parameters(_modules_of(guide)):
-            guide_fixed = self._replay(guide, guide_trace, args, kwargs)
+        try:
+            with detached_parameters(_modules_of(guide)):
+                guide_fixed = self._replay(guide, guide_trace, args, kwargs)
+        except (NotImplementedError, KeyError) as e:  # log q(z) through a planar, radial or Sylvester flow
+            if isinstance(e, KeyError) and "cache" not in str(e):  # Pyro's planar: "expected ... in cache"
+                raise
+            raise ValueError(
+                "DReG rescores the guide's samples with its parameters held fixed, which needs log q(z) at an "
+                "arbitrary z; this guide cannot give it (a flow without an inverse: planar, radial or "
+                f"sylvester?): {e or type(e).__name__}. Use iwae:k, or an invertible flow"
+            ) from e
         with detached_parameters(_modules_of(model) + _modules_of(guide)):
             model_fixed = self._replay(model, guide_trace, args, kwargs)
         log_w = _log_weight(model_trace, guide_fixed)  # gradients: model params directly, guide params via z

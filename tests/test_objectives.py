@@ -266,3 +266,14 @@ def test_rws_value_is_the_iwae_bound_and_weights_stay_per_data_point():
 def test_rws_refuses_a_single_particle():
     with pytest.raises(ValueError, match="k >= 2"):
         objectives.get("rws:1")
+
+
+def test_dreg_names_a_guide_it_cannot_rescore():
+    from models.vae import VAE
+
+    # an amortized planar flow builds its layers anew for each batch, so nothing can invert them
+    vae = VAE(16, 2, (8,), guide_flow="planar", flow_depth=2)
+    x = (torch.rand(5, 16) < 0.3).float()
+    objectives.iwae(3).differentiable_loss(vae.model, vae.guide, x)  # the IWAE bound itself is fine
+    with pytest.raises(ValueError, match="DReG rescores the guide's samples.*invertible flow"):
+        objectives.dreg(3).differentiable_loss(vae.model, vae.guide, x)
