@@ -243,8 +243,7 @@ def run(problem: Problem, objective: str, guide: str, seed: int, budget: Budget 
         el, ll, lw = _global_bounds(model_obj, x, eval_k, repeats=20)
         ps = diagnostics.PSISResult(float(diagnostics.psis_khat(torch.as_tensor(lw))), len(lw))
         result.khats = [ps.khat]
-        result.draws = {k: torch.as_tensor(v.values[0]) for k, v in diagnostics.to_inference_data(
-            model_obj.model, model_obj.guide, x, num_samples=1000).posterior.data_vars.items()}
+        result.draws = diagnostics.posterior_draws(model_obj.model, model_obj.guide, x, num_samples=1000)
     result.elbo, result.elbo_se, result.log_likelihood, result.log_likelihood_se = el.mean, el.se, ll.mean, ll.se
     result.khat = float(np.median(np.atleast_1d(ps.khat)))
     result.khat_share_07 = ps.share_above(0.7)

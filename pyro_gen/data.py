@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "load", "names", "data_roots", "find_file", "check_data", "DataNotFoundError", "KNOWN_SHA256"]
+__all__ = ["Dataset", "load", "names", "data_roots", "find_file", "check_data", "check_batch", "DataNotFoundError",
+           "KNOWN_SHA256"]
 
 KNOWN_SHA256 = {
     "frey_faces/freyfaces.pkl": "3b69410c6a5fd6e03f09012905168be3712373a094a776f7e58fcd0670d2138a",
@@ -356,3 +357,22 @@ def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
         kind = "NaN" if torch.isnan(x).any() else "inf"
         raise ValueError(f"{what} contains {kind} values in {len(rows)} row(s), first at row {rows[0].item()}")
     return x
+
+
+def check_batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
+    """``data`` as a tuple of tensors sharing N (a tensor (N, D), or ``(x, lengths, ...)`` with
+    padded sequences x of shape (N, T, D)), each checked; raises naming the problem."""
+    from .sequences import check_sequences
+
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not tensors:
+        raise ValueError(f"{what} is empty")
+    if len(tensors) >= 2 and torch.is_tensor(tensors[0]) and tensors[0].dim() == 3:
+        check_sequences(tensors[0], tensors[1], what)  # padded sequences (N, T, D) with their lengths
+    else:
+        check_data(tensors[0], what)
+    n = tensors[0].shape[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if not torch.is_tensor(t) or t.shape[0] != n:
+            raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
+    return tensors

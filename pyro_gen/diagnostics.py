@@ -44,12 +44,14 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from .evaluate import per_point_log_weights, plate_nesting
+from .objectives import RenyiBound, prepare
 
 __all__ = [
     "PSISResult",
     "joint_log_weights",
     "psis_khat",
     "psis",
+    "posterior_draws",
     "to_inference_data",
     "save_inference_data",
     "load_inference_data",
@@ -69,15 +71,6 @@ def _az():
     return arviz
 
 
-def _max_plate_nesting(model, guide, args, kwargs) -> int:
-    with pyro.validation_enabled(False), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    dims = [-f.dim for tr in (model_trace, guide_trace) for _, site in _samples(tr)
-            for f in site["cond_indep_stack"] if f.vectorized]
-    return max(dims, default=0)
-
-
 def _draws(fn: Callable, num_samples: int, dim: int) -> Callable:
     def wrapped(*args, **kwargs):
         with pyro.plate(_PARTICLES, num_samples, dim=dim):
@@ -91,7 +84,8 @@ def _vectorized_traces(model, guide, num_samples: int, args, kwargs):
     """Guide and model traces with S draws along a leading particle dimension."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
-    dim = -(_max_plate_nesting(model, guide, args, kwargs) + 1)
+    # Pyro's own guess of the plate nesting, as evaluate does; the draws go one dimension further left
+    dim = -(prepare(RenyiBound(num_particles=2), model, guide, *args, **kwargs).max_plate_nesting + 1)
     with pyro.validation_enabled(False):
         guide_trace = poutine.trace(_draws(guide, num_samples, dim)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(_draws(model, num_samples, dim), trace=guide_trace)).get_trace(
@@ -217,6 +211,29 @@ def _observed_frames(model_trace) -> set:
     return {f for _, s in _samples(model_trace, observed=True) for f in s["cond_indep_stack"] if f.name != _PARTICLES}
 
 
+def _posterior(model_trace, guide_trace, dim: int, include_local: bool) -> dict[str, np.ndarray]:
+    """The guide's latent draws as (1, S, ...) arrays: global sites, and local ones if asked."""
+    observed = _observed_frames(model_trace)
+    posterior = {}
+    for name, site in _samples(guide_trace, observed=False):
+        local = any(f in observed for f in site["cond_indep_stack"])
+        if (include_local or not local) and not site["infer"].get("is_auxiliary"):  # e.g. AutoNormal's
+            # z_unconstrained: its log-density counts in log q, its draws are not the posterior's
+            posterior[name] = _chain_draw(site, "value", dim)
+    if not posterior and not include_local:
+        raise ValueError("the guide has only local latents (each shares a plate with the data); "
+                         "pass include_local=True to keep them")
+    return posterior
+
+
+def posterior_draws(model: Callable, guide: Callable, *args, num_samples: int = 1000, include_local: bool = False,
+                    **kwargs) -> dict[str, torch.Tensor]:
+    """``num_samples`` joint draws of the guide's latents, ``{site: (S, ...)}``, from one
+    vectorized pass: global sites, and local ones if ``include_local``."""
+    model_trace, guide_trace, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
+    return {k: torch.as_tensor(v[0]) for k, v in _posterior(model_trace, guide_trace, dim, include_local).items()}
+
+
 def to_inference_data(model: Callable, guide: Callable, *args, num_samples: int = 500,
                       include_local: bool = False, **kwargs):
     """Draws from the guide and what ArviZ needs about them, as ``arviz.InferenceData``.
@@ -230,22 +247,14 @@ def to_inference_data(model: Callable, guide: Callable, *args, num_samples: int 
     and ``observed_data``. One chain of ``num_samples`` draws.
     """
     model_trace, guide_trace, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
-    observed = _observed_frames(model_trace)
-    posterior, log_lik, obs_data, log_p, log_q = {}, {}, {}, 0.0, 0.0
-    for name, site in _samples(guide_trace, observed=False):
-        log_q = log_q + _sum_per_draw(site, dim)
-        local = any(f in observed for f in site["cond_indep_stack"])
-        if (include_local or not local) and not site["infer"].get("is_auxiliary"):  # e.g. AutoNormal's
-            # z_unconstrained: its log-density counts in log q, its draws are not the posterior's
-            posterior[name] = _chain_draw(site, "value", dim)
+    posterior = _posterior(model_trace, guide_trace, dim, include_local)
+    log_q = sum(_sum_per_draw(site, dim) for _, site in _samples(guide_trace, observed=False))
+    log_lik, obs_data, log_p = {}, {}, 0.0
     for name, site in _samples(model_trace):
         log_p = log_p + _sum_per_draw(site, dim)
         if site["is_observed"]:
             log_lik[name] = _chain_draw(site, "log_prob", dim)
             obs_data[name] = site["value"].detach().cpu().double().numpy()
-    if not posterior and not include_local:
-        raise ValueError("the guide has only local latents (each shares a plate with the data); "
-                         "pass include_local=True to keep them")
     with torch.no_grad(), pyro.validation_enabled(False):
         predictive = poutine.trace(poutine.uncondition(poutine.replay(_draws(model, num_samples, dim),
                                                                       trace=guide_trace))).get_trace(*args, **kwargs)

@@ -27,8 +27,7 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
-from .data import check_data
-from .sequences import check_sequences
+from .data import check_batch, check_data
 from .objectives import RenyiBound, prepare
 from .progress import progress_bar
 
@@ -73,16 +72,6 @@ def _restore(mods, was):
         m.train(w)
 
 
-def _batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
-    """``data`` as a tuple of tensors (a single tensor, or ``(x, lengths, ...)``), checked."""
-    batch = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    if len(batch) >= 2 and torch.is_tensor(batch[0]) and batch[0].dim() == 3:
-        check_sequences(batch[0], batch[1], what)
-    else:
-        check_data(batch[0], what)
-    return batch
-
-
 def _rows(batch: tuple[torch.Tensor, ...], i: int, j: int) -> tuple[torch.Tensor, ...]:
     return tuple(t[i:j] for t in batch)
 
@@ -115,7 +104,7 @@ def per_point_log_weights(model, guide, x, k: int, max_plate_nesting: int | None
 
 def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Estimate:
     """The ELBO per data point (averaged over ``num_samples`` draws of z), with its SE."""
-    batch = _batch(data)
+    batch = check_batch(data)
     n = len(batch[0])
     mods, was = _modules_eval(model, guide)
     try:
@@ -143,7 +132,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    batch = _batch(data)
+    batch = check_batch(data)
     n = len(batch[0])
     rows = max(1, min(batch_size, n))
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))

@@ -28,8 +28,7 @@ from pyro.infer import ELBO
 
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
-from .data import check_data
-from .sequences import check_sequences
+from .data import check_batch
 from .progress import progress_bar
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "modules_of", "parameters_of", "make_scheduler", "SCHEDULES"]
@@ -159,21 +158,6 @@ _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torc
                "rmsprop": torch.optim.RMSprop}
 
 
-def _as_tensors(data, what: str) -> tuple[torch.Tensor, ...]:
-    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    if not tensors:
-        raise ValueError(f"{what} is empty")
-    if len(tensors) >= 2 and torch.is_tensor(tensors[0]) and tensors[0].dim() == 3:
-        check_sequences(tensors[0], tensors[1], what)  # padded sequences (N, T, D) with their lengths
-    else:
-        check_data(tensors[0], what)
-    n = tensors[0].shape[0]
-    for i, t in enumerate(tensors[1:], 1):
-        if not torch.is_tensor(t) or t.shape[0] != n:
-            raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
-    return tensors
-
-
 def fit(
     model: Callable,
     guide: Callable,
@@ -254,8 +238,8 @@ def fit(
         raise ValueError("resume=True needs the run folder `out` that holds checkpoint.pt")
     device = torch.device(device)
     elbo = _objectives.get(objective)
-    train = tuple(t.to(device) for t in _as_tensors(train_data, "train_data"))
-    val = tuple(t.to(device) for t in _as_tensors(val_data, "val_data")) if val_data is not None else None
+    train = tuple(t.to(device) for t in check_batch(train_data, "train_data"))
+    val = tuple(t.to(device) for t in check_batch(val_data, "val_data")) if val_data is not None else None
     out = Path(out) if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
 
