@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--dropout", type=float, default=0.2, help="encoder dropout while training")
     seq = p.add_argument_group("sequence models (hmm, dmm; data: jsb-chorales)")
     seq.add_argument("--states", type=int, default=16, help="hmm: number of hidden states")
-    seq.add_argument("--hmm-method", default="vectorized", choices=["vectorized", "markov"],
-                     help="hmm: DiscreteHMM, or a pyro.markov loop over time (same numbers)")
+    seq.add_argument("--hmm-method", default="forward", choices=["forward", "vectorized", "markov"],
+                     help="hmm: the forward recursion (ForwardHMM), DiscreteHMM's parallel scan, or a "
+                          "pyro.markov loop over time (same numbers)")
     seq.add_argument("--hmm-params", default="point", choices=["point", "variational"],
                      help="hmm: maximum-likelihood parameters, or priors with a variational posterior")
     seq.add_argument("--hmm-guide", default="enum", choices=["enum", "amortized"],

@@ -18,7 +18,10 @@ Inference over z, two ways:
   written twice, the same numbers either way: ``method="markov"`` is the lecture-slide
   form (a Python loop over time with ``pyro.markov`` and parallel enumeration of each
   z_t), ``method="vectorized"`` hands the same HMM to ``pyro.distributions.DiscreteHMM``
-  (a parallel-scan forward algorithm, much faster for long sequences).
+  (a parallel-scan forward algorithm, much faster for long sequences) and
+  ``method="forward"`` to :class:`pyro_gen.sequences.ForwardHMM` (the same site with
+  time eliminated left to right: less work than the scan on a CPU once K is more than a
+  few states; ``benchmarks/hmm_jsb.py`` times all three).
 - ``guide="amortized"``: an inference network q(z_t | z_{t-1}, x_{1:T}) (a bidirectional
   GRU over x, autoregressive over z) samples the states; trained with score-function
   gradients (``TraceGraph_ELBO``, objective ``"graph"``). Its importance-weighted bound
@@ -50,14 +53,14 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 
-from pyro_gen.sequences import check_sequences, sample_hmm, time_mask
+from pyro_gen.sequences import ForwardHMM, check_sequences, sample_hmm, time_mask
 
 __all__ = ["HMM", "StateEncoder", "KeyEmissions", "EMISSIONS", "synthetic", "examples", "OBJECTIVES"]
 
 EMISSIONS = ("bernoulli", "gaussian")
 _PARAMS = ("point", "variational")
 _GUIDES = ("enum", "amortized")
-_METHODS = ("markov", "vectorized")
+_METHODS = ("markov", "vectorized", "forward")
 
 # The vectorized model sums the states out inside DiscreteHMM, so TraceEnum_ELBO finds nothing
 # left to enumerate and says so on every step; that is expected here.
@@ -134,13 +137,14 @@ class HMM(PyroModule):
             mean-field posterior over pi, A and the emission parameters).
         guide: ``"enum"`` (z summed out; objective ``"enum"``) or ``"amortized"`` (a neural
             guide over z; objective ``"graph"``).
-        method: ``"markov"`` (loop over time, ``pyro.markov``) or ``"vectorized"``
-            (``DiscreteHMM``) for the enumerated model.
+        method: ``"markov"`` (loop over time, ``pyro.markov``), ``"vectorized"``
+            (``DiscreteHMM``, a parallel scan) or ``"forward"`` (:class:`ForwardHMM`, the
+            forward recursion) for the enumerated model.
         hidden: GRU width of the amortized guide.
     """
 
     def __init__(self, states: int = 8, dim: int = 88, emission: str = "bernoulli", params: str = "point",
-                 guide: str = "enum", method: str = "vectorized", hidden: int = 32):
+                 guide: str = "enum", method: str = "forward", hidden: int = 32):
         super().__init__()
         if isinstance(states, bool) or not isinstance(states, int) or states < 1 or dim < 1:
             raise ValueError(f"states and dim must be integers >= 1, got states={states!r}, dim={dim!r}")
@@ -223,7 +227,7 @@ class HMM(PyroModule):
     # --- the Pyro programs ----------------------------------------------------------------
 
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
-        if self.method == "vectorized" and self.guide_type == "enum":
+        if self.method != "markov" and self.guide_type == "enum":
             return self.model_vectorized(x, lengths)
         return self.model_markov(x, lengths)
 
@@ -254,7 +258,7 @@ class HMM(PyroModule):
         trans = torch.cat([log_init.expand(1, K, K), log_trans.expand(T - 1, K, K)])
         obs = KeyEmissions(emit[0]) if self.emission == "bernoulli" else self._observation(emit)
         obs = obs.mask(time_mask(lengths, T).unsqueeze(-1))  # batch (N, T, K)
-        hmm = dist.DiscreteHMM(log_init.new_zeros(K), trans, obs)
+        hmm = (dist.DiscreteHMM if self.method == "vectorized" else ForwardHMM)(log_init.new_zeros(K), trans, obs)
         with pyro.plate("sequences", N, dim=-1):
             pyro.sample("x", hmm, obs=x)
 
@@ -316,8 +320,9 @@ class HMM(PyroModule):
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Exact log p(x_n) for each sequence (N,), z summed out by ``DiscreteHMM``'s forward
-        algorithm, at the point estimates (posterior means for ``params="variational"``)."""
+        """Exact log p(x_n) for each sequence (N,), z summed out by the forward algorithm
+        (:class:`ForwardHMM`; ``DiscreteHMM``'s scan for ``method="vectorized"``), at the point
+        estimates (posterior means for ``params="variational"``)."""
         check_sequences(x, lengths, "x", self.dim)
         tr = poutine.trace(self._fixed(self.model_vectorized)).get_trace(x, lengths)
         return tr.nodes["x"]["fn"].log_prob(x)
@@ -419,6 +424,7 @@ def examples(seed: int = 0) -> dict[str, tuple[HMM, tuple[torch.Tensor, torch.Te
     return {
         "bernoulli-markov": (HMM(3, 5, method="markov"), (binary, lengths)),
         "bernoulli-vectorized": (HMM(3, 5, method="vectorized"), (binary, lengths)),
+        "bernoulli-forward": (HMM(3, 5, method="forward"), (binary, lengths)),
         "gaussian-variational": (HMM(3, 2, "gaussian", params="variational", method="markov"), (real, lengths)),
         "bernoulli-amortized": (HMM(3, 5, guide="amortized", hidden=8), (binary, lengths)),
     }

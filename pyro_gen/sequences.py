@@ -9,6 +9,8 @@
   ``infer_discrete``-based marginals.
 - :func:`viterbi`: the most likely state path, by hand, to check ``infer_discrete(temperature=0)``.
 - :func:`sample_hmm`: sequences from a known HMM (synthetic data with ground truth).
+- :class:`ForwardHMM`: Pyro's ``DiscreteHMM`` with time eliminated left to right (the
+  forward algorithm) instead of by a parallel scan: the same distribution, less work on a CPU.
 
 Pyro has all three recursions inside its enumeration machinery but not as plain
 functions over (init, transition, emission) tensors, which is what a test needs.
@@ -22,9 +24,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import pyro.distributions as dist
 import torch
 
-__all__ = ["check_sequences", "time_mask", "forward_log_likelihood", "forward_backward", "viterbi", "sample_hmm",
+__all__ = ["ForwardHMM", "check_sequences", "time_mask", "forward_log_likelihood", "forward_backward", "viterbi", "sample_hmm",
            "nll_per_step"]
 
 
@@ -147,3 +150,35 @@ def sample_hmm(init: torch.Tensor, trans: torch.Tensor, emit: Callable[[torch.Te
 def nll_per_step(log_p: torch.Tensor, lengths: torch.Tensor) -> float:
     """Negative log-likelihood per time step: -sum_n log p(x_n) / sum_n T_n (the JSB convention)."""
     return (-log_p.double().sum() / lengths.double().sum()).item()
+
+
+class ForwardHMM(dist.DiscreteHMM):
+    """``pyro.distributions.DiscreteHMM`` whose ``log_prob`` eliminates time left to right.
+
+    ``DiscreteHMM`` sums the hidden states out by a parallel scan: it multiplies K x K
+    transition matrices pairwise, O(T K^3) work in log T sequential steps, which pays on a
+    GPU. The forward algorithm carries a K-vector instead, O(T K^2) work in T steps; on a
+    CPU with more than a few states that is the cheaper one (``benchmarks/hmm_jsb.py``
+    times both). Everything else (arguments, ``sample``, ``filter``, shapes, masking of
+    ``observation_dist``) is ``DiscreteHMM``'s: this subclass replaces only ``log_prob``,
+    and its values equal ``DiscreteHMM.log_prob``'s to rounding (tested).
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        value = value.unsqueeze(-1 - self.observation_dist.event_dim)
+        obs = self.observation_dist.log_prob(value)  # batch + (T, K)
+        trans = self.transition_logits  # batch + (T or 1, K, K), or (K, K)
+        if trans.dim() == 2:
+            trans = trans.unsqueeze(-3)
+        steps = obs.size(-2)
+        alpha = self.initial_logits  # log p(z_0): the state before the first transition
+        for t in range(steps):
+            a = trans[..., t if trans.size(-3) > 1 else 0, :, :]
+            alpha = torch.logsumexp(alpha.unsqueeze(-1) + a, dim=-2) + obs[..., t, :]
+        return alpha.logsumexp(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ForwardHMM, _instance)
+        return super().expand(batch_shape, _instance=new)

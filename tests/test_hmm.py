@@ -5,13 +5,14 @@ import itertools
 import math
 
 import pytest
+import pyro.distributions as dist
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from models.hmm import HMM, synthetic
 from pyro_gen import fit, objectives
 from pyro_gen.evaluate import log_likelihood as iwae_log_likelihood
-from pyro_gen.sequences import forward_backward, forward_log_likelihood, time_mask, viterbi
+from pyro_gen.sequences import ForwardHMM, forward_backward, forward_log_likelihood, time_mask, viterbi
 
 
 
@@ -65,7 +66,7 @@ def test_hand_written_recursions_match_brute_force(emission):
         assert (post[n, L:] == 0).all()
 
 
-@pytest.mark.parametrize("method", ["markov", "vectorized"])
+@pytest.mark.parametrize("method", ["markov", "vectorized", "forward"])
 @pytest.mark.parametrize("emission", ["bernoulli", "gaussian"])
 def test_enumerated_log_likelihood_equals_forward_algorithm(method, emission):
     net = _random_hmm(D=4, emission=emission, method=method)
@@ -80,15 +81,37 @@ def test_enumerated_log_likelihood_equals_forward_algorithm(method, emission):
         assert -alone.item() == pytest.approx(exact[n].item(), rel=1e-4)
 
 
-def test_markov_and_vectorized_forms_have_the_same_gradients():
+@pytest.mark.parametrize("method", ["vectorized", "forward"])
+def test_markov_and_one_site_forms_have_the_same_gradients(method):
     markov = _random_hmm(method="markov")
-    vectorized = _random_hmm(method="vectorized")
-    vectorized.load_state_dict(markov.state_dict())
+    other = _random_hmm(method=method)
+    other.load_state_dict(markov.state_dict())
     x, lengths = _data()
-    for net in (markov, vectorized):
+    for net in (markov, other):
         objectives.get("enum").differentiable_loss(net.model, net.guide, x, lengths).backward()
-    for (name, a), (_, b) in zip(markov.named_parameters(), vectorized.named_parameters()):
+    for (name, a), (_, b) in zip(markov.named_parameters(), other.named_parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("trans_shape", [(3, 3), (7, 3, 3), (2, 7, 3, 3), (1, 3, 3)])
+def test_forward_hmm_equals_discrete_hmm(trans_shape):
+    """ForwardHMM replaces only DiscreteHMM's log_prob: same values (and gradients) for every
+    broadcasting of the transition logits, batched initial logits and a Gaussian emission."""
+    g = torch.Generator().manual_seed(0)
+    init = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    trans = torch.randn(*trans_shape, generator=g, dtype=torch.float64, requires_grad=True)
+    obs = dist.Normal(torch.randn(7, 3, 2, generator=g, dtype=torch.float64), 1.5).to_event(1)
+    x = torch.randn(5, 2, 7, 2, generator=g, dtype=torch.float64)  # sample (5,) + batch (2,) + event (7, 2)
+    ours, pyros = ForwardHMM(init, trans, obs), dist.DiscreteHMM(init, trans, obs)
+    assert ours.batch_shape == pyros.batch_shape == (2,) and ours.event_shape == (7, 2)
+    lp, ref = ours.log_prob(x), pyros.log_prob(x)
+    assert lp.shape == (5, 2) and torch.allclose(lp, ref, rtol=1e-10)
+    ga = torch.autograd.grad(lp.sum(), (init, trans))
+    gb = torch.autograd.grad(ref.sum(), (init, trans))
+    assert all(torch.allclose(a, b, rtol=1e-8, atol=1e-10) for a, b in zip(ga, gb))
+    wide = ours.expand((4, 2))  # used by plates: keeps the class, so keeps the recursion
+    assert isinstance(wide, ForwardHMM) and wide.batch_shape == (4, 2)
+    assert torch.allclose(wide.log_prob(x[:4]), ref[:4], rtol=1e-10)
 
 
 @pytest.mark.parametrize("params", ["point", "variational"])
@@ -162,7 +185,7 @@ def test_variational_parameters_train_and_their_elbo_is_below_the_plug_in_likeli
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="unknown emission 'poisson'; valid choices: bernoulli, gaussian"):
         HMM(3, 4, "poisson")
-    with pytest.raises(ValueError, match="valid choices: markov, vectorized"):
+    with pytest.raises(ValueError, match="valid choices: markov, vectorized, forward"):
         HMM(3, 4, method="scan")
     with pytest.raises(ValueError, match="states and dim"):
         HMM(0, 4)
