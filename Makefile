@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/topics_20ng.py
 	$(PY) benchmarks/hmm_jsb.py
 	$(PY) benchmarks/flows_speed.py
-	$(PY) benchmarks/flows_energy.py --toy
+	$(PY) benchmarks/flows_energy.py --toy --jobs 2
 
 clean:
 	rm -rf runs .pytest_cache
