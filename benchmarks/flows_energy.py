@@ -30,7 +30,7 @@ Run from the repository root::
     python benchmarks/flows_energy.py [--toy] [--out runs/flows_energy]
     python benchmarks/flows_energy.py --smoke        # tiny budget, for CI
 
-Writes ``OUT/results.json``, ``OUT/energies_depth{2,8,32}.png`` (Fig. 3 style: the true
+Writes ``OUT/results.json``, ``OUT/kl_table.md``, ``OUT/energies_depth{2,8,32}.png`` (Fig. 3 style: the true
 density beside each family's q, as a histogram of 200,000 draws) and, with ``--toy``,
 ``OUT/toy_densities.png``. Last stdout line: ``{"kl": {"U1": {"planar": {"2": .., "8": ..,
 "32": ..}, ..}, ..}, "steps": {same layout}, "best_depth32": {"U1": [family, kl], ..},
@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from pyro_gen import density  # noqa: E402
 from pyro_gen.checkpoint import write_json  # noqa: E402
 from pyro_gen.flows import FAMILIES, SCORABLE, Flow  # noqa: E402
+from pyro_gen.report import markdown_table  # noqa: E402
 
 HIDDEN = (32, 32)
 PLOT_LIM, PLOT_BINS = 4.0, 100
@@ -202,6 +203,14 @@ def run_toy(args, out: Path) -> dict:
     return nll
 
 
+def kl_table(kl: dict, depths: list[int]) -> str:
+    """KL(q || p) as one Markdown table: a row per energy and family, a column per depth."""
+    cols = ["energy", "family"] + [f"depth {d}" for d in depths]
+    rows = [{"energy": e, "family": f, **{f"depth {d}": by_d[str(d)] for d in depths}}
+            for e, by_f in kl.items() for f, by_d in by_f.items()]
+    return markdown_table(rows, cols, digits=3)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--energies", type=_list(list(density.ENERGIES)), default=list(density.ENERGIES))
@@ -288,7 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "max_steps": args.steps, "eval_n": args.eval_n, "envelope_std": density.ENVELOPE,
                 "log_z": log_zs, "figures": figures},
                out / "results.json")
-    log(f"wrote {out / 'results.json'} and {', '.join(figures)}")
+    (out / "kl_table.md").write_text(kl_table(summary["kl"], args.depths) + "\n")
+    log(f"wrote {out / 'results.json'}, {out / 'kl_table.md'} and {', '.join(figures)}")
     print(json.dumps(summary), flush=True)
     return summary
 

@@ -181,7 +181,7 @@ def test_flows_energy_smoke(tmp_path):
             assert all(0 < s <= 20 for s in out["steps"][energy][family].values())
     assert set(out["toy_nll"]) == {"moons", "circles", "8gaussians", "checkerboard"}
     assert all(set(v) == {"affine_coupling"} and math.isfinite(v["affine_coupling"]) for v in out["toy_nll"].values())
-    for name in ("energies_depth1.png", "energies_depth2.png", "toy_densities.png", "results.json"):
+    for name in ("energies_depth1.png", "energies_depth2.png", "toy_densities.png", "results.json", "kl_table.md"):
         assert (run_dir / name).stat().st_size > 0
 
 
