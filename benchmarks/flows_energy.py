@@ -21,9 +21,9 @@ equal optimization effort; the learning rate decays exponentially to 1e-4 over t
 optional wall-clock cap per depth (``--seconds 2:5,8:10,32:20``) stops a fit early; the
 steps taken are reported beside every KL either way. The fits are independent:
 ``--jobs N`` runs them in N worker processes of one torch thread each (the deep spline
-flows, ~0.2 s per step, go first). Pyro's spline layers are the cost: on 2 CPU cores the
-default run takes about 1.5 hours with ``--jobs 2``; ``--families`` and ``--depths``
-narrow it.
+flows, ~0.2 s per step, go first). Pyro's spline layers are the cost: on the shared 2-core
+machine, beside two other jobs, the default run with ``--toy --jobs 2`` took 2.1 hours, of
+which each depth-32 spline fit took 530-1,010 s; ``--families`` and ``--depths`` narrow it.
 
 Run from the repository root::
 
