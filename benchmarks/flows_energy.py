@@ -257,23 +257,23 @@ def main(argv: list[str] | None = None) -> dict:
                   key=lambda t: -_cost(t[1], t[2]))
     results: dict = {e: {f: {} for f in args.families} for e in args.energies}
 
-    def done(key, r):
+    def done(n, key, r):
         e, fam, depth = key
         results[e][fam][depth] = r
         log(f"{e} {fam:22s} depth {depth:2d}: KL {r['kl']:.4f} ± {r['se']:.4f} nats "
-            f"({r['steps']} steps, {r['seconds']:.1f} s)  [{sum(map(len, (v for by_f in results.values() for v in by_f.values())))}/{len(todo)}]")
+            f"({r['steps']} steps, {r['seconds']:.1f} s)  [{n}/{len(todo)}]")
 
     if args.jobs == 1:
-        for key in todo:
-            done(key, fit_one(*key, args, log_zs[key[0]]))
+        for n, key in enumerate(todo, 1):
+            done(n, key, fit_one(*key, args, log_zs[key[0]]))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(fit_one, *key, args, log_zs[key[0]]): key for key in todo}
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+            for n, fut in enumerate(as_completed(futures), 1):
+                done(n, futures[fut], fut.result())
     # results in the order asked for, whatever order the workers finished in
     results = {e: {f: {d: results[e][f][d] for d in args.depths} for f in args.families} for e in args.energies}
     figures = [str(energy_figure(results, args.energies, args.families, d, out / f"energies_depth{d}.png"))
