@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.compare import ppca_problem  # noqa: E402
-from pyro_gen.compare import Budget, compare, write_report  # noqa: E402
+from pyro_gen.diagnostics.compare import Budget, compare, write_report  # noqa: E402
 
 OBJECTIVES = ["trace", "meanfield", "iwae:5", "iwae-dreg:5", "renyi:0.5", "rws"]
 GUIDES = ["diagonal", "full", "iaf"]

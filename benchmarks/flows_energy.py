@@ -2,7 +2,7 @@
 
 What is measured:
 
-1. Energies. For each energy U1-U4 (:mod:`pyro_gen.density`; U2-U4 with a N(z1; 0, 2^2)
+1. Energies. For each energy U1-U4 (:mod:`pyro_gen.flows.density`; U2-U4 with a N(z1; 0, 2^2)
    envelope so that they are normalizable), each family of :data:`pyro_gen.flows.FAMILIES`
    and each depth (2, 8, 32), a :class:`~pyro_gen.flows.Flow` (learnable diagonal
    Gaussian base, then the layers; networks 2-D -> (32, 32) -> params) is fitted by
@@ -53,10 +53,10 @@ if str(ROOT) not in sys.path:
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_gen import density  # noqa: E402
-from pyro_gen.checkpoint import write_json  # noqa: E402
+from pyro_gen.flows import density  # noqa: E402
+from pyro_gen.infer.checkpoint import write_json  # noqa: E402
 from pyro_gen.flows import FAMILIES, SCORABLE, Flow  # noqa: E402
-from pyro_gen.report import markdown_table  # noqa: E402
+from pyro_gen.figures.report import markdown_table  # noqa: E402
 
 HIDDEN = (32, 32)
 PLOT_LIM, PLOT_BINS = 4.0, 100

@@ -10,7 +10,7 @@ binarized MNIST, Adam, 2 threads, the ELBO with one sample), with
   ``TransformedDistribution``, traced by Pyro's ``Trace_ELBO``;
 - ``torch/FLOW``: the same flow (the same conditioning networks, weights and layer order)
   and ELBO written by hand in PyTorch: planar and IAF layer equations inline, the
-  Sylvester layer through :func:`pyro_gen.sylvester.sylvester_forward` (already plain
+  Sylvester layer through :func:`pyro_gen.flows.sylvester.sylvester_forward` (already plain
   PyTorch), log q = log N(z0) - sum log|det J|.
 
 All implementations run interleaved in rounds (rotating order) on the same batches;
@@ -46,7 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 import vae_speed as vs  # noqa: E402  (the shared VAE, data, batches and timing)
 from models.vae import VAE  # noqa: E402
 from pyro_gen import objectives  # noqa: E402
-from pyro_gen.sylvester import sylvester_forward  # noqa: E402
+from pyro_gen.flows.sylvester import sylvester_forward  # noqa: E402
 
 FLOWS = ("planar", "iaf", "sylvester")
 

@@ -5,7 +5,7 @@ What is measured, in one run:
 1. ``forward_ratio`` / ``max_rel_err``: the log-likelihood of the JSB test set (77
    chorales, 4,725 steps) under a 16-state HMM with Bernoulli keys, four ways, interleaved
    in rounds on the same data and parameters: the hand-written forward algorithm
-   (:func:`pyro_gen.sequences.forward_log_likelihood`, emissions by one matrix product),
+   (:func:`pyro_gen.exact.hmm.forward_log_likelihood`, emissions by one matrix product),
    and ``TraceEnum_ELBO`` on the model written three ways: one ``ForwardHMM`` site
    (``method="forward"``, the default), one ``DiscreteHMM`` site (``method="vectorized"``,
    Pyro's parallel scan) and the ``pyro.markov`` loop with each z_t enumerated
@@ -64,12 +64,12 @@ import torch  # noqa: E402
 from models.dmm import DMM  # noqa: E402
 from models.hmm import HMM, synthetic  # noqa: E402
 from pyro_gen import fit, objectives  # noqa: E402
-from pyro_gen.checkpoint import write_json  # noqa: E402
+from pyro_gen.infer.checkpoint import write_json  # noqa: E402
 from pyro_gen.data import DataNotFoundError, load  # noqa: E402
 from pyro_gen.evaluate import log_likelihood  # noqa: E402
-from pyro_gen.plots import training_curves  # noqa: E402
-from pyro_gen.sequence_plots import state_posterior  # noqa: E402
-from pyro_gen.sequences import forward_log_likelihood, nll_per_step  # noqa: E402
+from pyro_gen.figures.plots import training_curves  # noqa: E402
+from pyro_gen.figures.sequences import state_posterior  # noqa: E402
+from pyro_gen.exact.hmm import forward_log_likelihood, nll_per_step  # noqa: E402
 
 SEED = 0
 

@@ -18,7 +18,7 @@ held-out points; ``models.ppca.synthetic_data``):
   jointly with its own model). No Monte Carlo noise: both are closed-form KLs.
 - ``bounds_ordered``: on the held-out points, for both guides and an MLP encoder with
   a diagonal covariance (a guide with a real gap), ELBO <= IWAE-k <= exact log p(x) at
-  every point, as :func:`pyro_gen.bounds.check_bounds` tests it (k=100, 20 replicates:
+  every point, as :func:`pyro_gen.evaluate.bounds.check_bounds` tests it (k=100, 20 replicates:
   the first inequality exactly, the second in expectation within 5 standard errors).
 - ``seconds``: training seconds of the linear-guide run that produced these figures.
 
@@ -60,9 +60,9 @@ from sklearn.decomposition import PCA  # noqa: E402
 
 from models.ppca import PPCA, fit_linear_autoencoder, synthetic_data  # noqa: E402
 from pyro_gen import fit, objectives  # noqa: E402
-from pyro_gen import linear_gaussian as lg  # noqa: E402
-from pyro_gen.bounds import check_bounds  # noqa: E402
-from pyro_gen.checkpoint import write_json  # noqa: E402
+from pyro_gen.exact import linear_gaussian as lg  # noqa: E402
+from pyro_gen.evaluate.bounds import check_bounds  # noqa: E402
+from pyro_gen.infer.checkpoint import write_json  # noqa: E402
 
 LOG_2PI = math.log(2 * math.pi)
 GUIDES = {"linear": ("linear", "full"), "diagonal": ("linear", "diagonal"), "mlp": ("mlp", "diagonal")}

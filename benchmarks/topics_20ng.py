@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from models.lda import AmortizedLDA, ProdLDA, lda_model  # noqa: E402
 from pyro_gen import data as data_lib  # noqa: E402
 from pyro_gen import fit  # noqa: E402
-from pyro_gen import topics as T  # noqa: E402
+from pyro_gen.metrics import topics as T  # noqa: E402
 from pyro_gen.data import DataNotFoundError  # noqa: E402
 
 # The two Pyro models with their Adam learning rates and batch sizes. ProdLDA: the paper's lr 2e-3

@@ -59,11 +59,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from models.vae import VAE  # noqa: E402
 from pyro_gen import fit  # noqa: E402
-from pyro_gen.checkpoint import write_json  # noqa: E402
+from pyro_gen.infer.checkpoint import write_json  # noqa: E402
 from pyro_gen.data import DataNotFoundError, load  # noqa: E402
 from pyro_gen.evaluate import log_likelihood  # noqa: E402
 from pyro_gen.flows import FAMILIES, check_family  # noqa: E402
-from pyro_gen.plots import image_grid, training_curves  # noqa: E402
+from pyro_gen.figures.plots import image_grid, training_curves  # noqa: E402
 
 X_DIM, Z_DIM, HIDDEN, ACTIVATION = 784, 50, (200, 200), "tanh"
 BATCH = 100

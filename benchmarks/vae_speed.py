@@ -8,8 +8,8 @@ binarized-MNIST images with Adam (lr 1e-3) on 2 CPU threads, for three objective
 - ``meanfield``: the ELBO with the analytic Gaussian KL (``TraceMeanField_ELBO``);
 - ``iwae5``: IWAE with k=5 vectorized particles (encoder once, decoder on (5, B, 50)).
 
-The pyro_gen side is the step :func:`pyro_gen.fit` takes (``batch_loss`` and the
-optimizer step in ``pyro_gen/train.py``): ``objective.differentiable_loss(model,
+The pyro_gen side is the step :func:`pyro_gen.fit` takes, called as fit calls it
+(``Run.step`` in ``pyro_gen/infer/run.py``): ``objective.differentiable_loss(model,
 guide, x) / B`` with Pyro's validation off, ``loss.item()``, ``zero_grad``,
 ``backward``, ``step``. The reference is the same objective written by hand in
 PyTorch on the same encoder/decoder modules (log densities written out, loss = mean
@@ -56,8 +56,8 @@ import torch.nn.functional as F  # noqa: E402
 
 import pyro_gen  # noqa: E402,F401  (sets module_local_params, as in any pyro_gen program)
 from models.vae import VAE  # noqa: E402
-from pyro_gen import objectives  # noqa: E402
 from pyro_gen.data import DataNotFoundError, load  # noqa: E402
+from pyro_gen.infer.run import Run  # noqa: E402
 
 X_DIM, Z_DIM, HIDDEN = 784, 50, (400,)
 BATCH = 128
@@ -107,28 +107,21 @@ def new_vae(seed: int = 0) -> VAE:
 
 
 def pyro_gen_step(objective: str) -> Step:
-    """One training step exactly as ``pyro_gen.fit`` takes it for ``objective``.
+    """One training step of ``pyro_gen.fit`` for ``objective``: its own code, ``Run.step``.
 
-    Mirrors ``batch_loss`` and the loop body of ``pyro_gen/train.py`` (beta = 1, no
-    clipping): the loss is ``differentiable_loss / B`` with validation off, its value
-    is read with ``.item()`` (fit checks it is finite), then zero_grad/backward/step.
+    ``Run`` is the object ``fit`` loops over (``pyro_gen/infer/run.py``); its ``step``
+    computes ``differentiable_loss / B``, reads the value with ``.item()`` (the NaN
+    guard), then zero_grad/backward/step. Validation is off, as in ``fit`` by default.
     """
     vae = new_vae()
-    elbo = objectives.get(objective)
-    # Parameters as fit collects them: the module's own (VAE keeps no pyro.param).
-    opt = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=LR)
-    model, guide = vae.model, vae.guide
+    run = Run(vae.model, vae.guide, torch.zeros(BATCH, X_DIM), objective=objective, epochs=1, batch_size=BATCH,
+              lr=LR, optimizer="adam", weight_decay=0.0, val_data=None, val_batch_size=BATCH, patience=None,
+              beta=1.0, kl_anneal=0.0, clip_norm=None, lr_schedule=None, seed=None, device="cpu", out=None,
+              checkpoint_every=1, max_steps=None, max_seconds=None)
 
     def step(x: torch.Tensor) -> float:
         with pyro.validation_enabled(False):
-            loss = elbo.differentiable_loss(model, guide, x) / len(x)
-        value = loss.item()
-        if not math.isfinite(value):  # fit raises here; keep the same check
-            raise FloatingPointError(f"pyro_gen {objective}: loss {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return value
+            return run.step((x,), epoch=1)
 
     return step
 

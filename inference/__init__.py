@@ -8,9 +8,9 @@ from typing import Callable
 
 def run_cli(main: Callable[[], object]) -> int:
     """Run a driver's ``main``; a problem with the user's input becomes one line and exit code 2."""
-    from pyro_gen.checkpoint import CheckpointError
+    from pyro_gen.infer.checkpoint import CheckpointError
     from pyro_gen.data import DataNotFoundError
-    from pyro_gen.train import NonFiniteLossError
+    from pyro_gen.infer.train import NonFiniteLossError
 
     try:
         main()

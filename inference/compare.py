@@ -25,7 +25,7 @@ import torch
 
 from inference import run_cli
 from pyro_gen import data as data_lib
-from pyro_gen.compare import AUTO_GUIDES, AutoGuided, Budget, Problem, compare
+from pyro_gen.diagnostics.compare import AUTO_GUIDES, AutoGuided, Budget, Problem, compare
 
 __all__ = ["PROBLEMS", "regression_problem", "ppca_problem", "vae_problem", "build_parser", "main"]
 
@@ -56,7 +56,7 @@ def regression_problem(n: int = 40, d: int = 4, noise: float = 0.5, seed: int = 
             xy[:, d].double())
 
     def nuts_draws():
-        from pyro_gen.mcmc import nuts
+        from pyro_gen.diagnostics.mcmc import nuts
 
         samples, warmup = (100, 100) if smoke else (1000, 500)
         return nuts(model, data, num_samples=samples, warmup_steps=warmup, num_chains=2).draws
@@ -83,7 +83,7 @@ def ppca_problem(n: int = 2000, n_test: int = 1000, x_dim: int = 20, z_dim: int 
     each run also reports its own exact log-likelihood.
     """
     from models.ppca import PPCA, synthetic_data
-    from pyro_gen.linear_gaussian import exact_log_likelihood, ml_solution
+    from pyro_gen.exact.linear_gaussian import exact_log_likelihood, ml_solution
 
     if smoke:
         n, n_test = 300, 100
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pyro_gen.compare import summarize, write_report
+    from pyro_gen.diagnostics.compare import summarize, write_report
 
     args = build_parser().parse_args(argv)
     if args.seeds < 1:

@@ -19,9 +19,9 @@ import torch
 from models.vae import VAE
 from pyro_gen import data as data_lib
 from pyro_gen import fit
-from pyro_gen.checkpoint import atomic_write, write_json
-from pyro_gen.plots import training_curves
-from pyro_gen.report import evaluate_model, markdown_table, model_figures
+from pyro_gen.infer.checkpoint import atomic_write, write_json
+from pyro_gen.figures.plots import training_curves
+from pyro_gen.figures.report import evaluate_model, markdown_table, model_figures
 
 OBJECTIVES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae:5": "IWAE (k=5)"}
 

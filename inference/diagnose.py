@@ -25,8 +25,8 @@ import torch
 from inference import run_cli
 from pyro_gen import data as data_lib
 from pyro_gen import diagnostics
-from pyro_gen.checkpoint import CheckpointError, load_checkpoint, write_json
-from pyro_gen.train import _load_state, modules_of
+from pyro_gen.infer.checkpoint import CheckpointError, load_checkpoint, write_json
+from pyro_gen.infer.params import load_state, modules_of
 
 __all__ = ["build_parser", "load_run", "main"]
 
@@ -51,7 +51,7 @@ def load_run(run_dir: str | Path, data_root=None):
     state = ck.get("best") or ck["state"]
     modules = modules_of(model_obj.model, model_obj.guide)
     try:
-        _load_state(modules, state)
+        load_state(modules, state)
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{ckpt_path} does not fit the model rebuilt from {metrics_path}: {e}") from e
     # a model with global latents (Bayesian PCA) is diagnosed per point at their posterior mean
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         ps = diagnostics.psis(model_obj.model, model_obj.guide, x, num_samples=args.k, per_point=True)
         summary = {"psis": ps.summary(), "figures": {"khat": str(diagnostics.khat_figure(ps, out / "khat.png"))}}
         if ds.image_shape is not None:
-            from pyro_gen.plots import image_grid
+            from pyro_gen.figures.plots import image_grid
 
             worst = torch.as_tensor(ps.worst(20).copy())
             summary["figures"]["worst_points"] = str(image_grid(

@@ -27,9 +27,9 @@ import torch
 from inference import run_cli
 from pyro_gen import data as data_lib
 from pyro_gen import objectives
-from pyro_gen.checkpoint import write_json
-from pyro_gen.report import evaluate_model, model_figures
-from pyro_gen.train import SCHEDULES, fit
+from pyro_gen.infer.checkpoint import write_json
+from pyro_gen.figures.report import evaluate_model, model_figures
+from pyro_gen.infer.train import SCHEDULES, fit
 
 __all__ = ["MODELS", "build_parser", "main"]
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
                           exact_log_likelihood_se=(exact.std() / len(exact) ** 0.5).item())
     figures = model_figures(model_obj, test[:2000], labels[:2000] if labels is not None else None,
                             ds.image_shape, out)
-    from pyro_gen.plots import training_curves
+    from pyro_gen.figures.plots import training_curves
 
     figures["training_curves"] = str(training_curves({args.objective: result.history}, out / "training_curves.png"))
     if hasattr(model_obj, "topic_word"):  # topic models: coherence, perplexity, top words
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _topic_evaluation(model_obj, ds: data_lib.Dataset, test: torch.Tensor, evaluation: dict, out: Path) -> dict:
     """NPMI on the whole corpus, held-out perplexity from the IWAE estimate already computed, top words."""
-    from pyro_gen import topics
+    from pyro_gen.metrics import topics
 
     model_obj.eval()
     corpus = torch.cat([ds.train, ds.val, ds.test])
@@ -241,8 +241,8 @@ def _topic_evaluation(model_obj, ds: data_lib.Dataset, test: torch.Tensor, evalu
 def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) -> dict:
     """Fit and evaluate a sequence model on ``(x, lengths)``: test NLL per time step and figures."""
     from pyro_gen.evaluate import log_likelihood
-    from pyro_gen.plots import training_curves
-    from pyro_gen.sequences import nll_per_step
+    from pyro_gen.figures.plots import training_curves
+    from pyro_gen.exact.hmm import nll_per_step
 
     def split(name):
         lengths = ds.lengths[name]
@@ -264,7 +264,7 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
     if exact:  # z summed out: the exact log-likelihood
         log_p = model_obj.log_likelihood(*test)
         evaluation = {"n": len(test[0]), "exact": True}
-        from pyro_gen.sequence_plots import state_posterior
+        from pyro_gen.figures.sequences import state_posterior
 
         x, lengths = test[0][:1], test[1][:1]
         figures["states"] = str(state_posterior(x[0], model_obj.marginals(x, lengths, num_samples=500)[0],

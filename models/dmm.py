@@ -32,7 +32,7 @@ from pyro.distributions.transforms import affine_autoregressive
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyro_gen.sequences import check_sequences, time_mask
+from pyro_gen.data import check_sequences, time_mask
 
 __all__ = ["DMM", "Emitter", "GatedTransition", "Combiner", "reverse_sequences", "examples", "OBJECTIVES"]
 

@@ -19,7 +19,7 @@ Inference over z, two ways:
   form (a Python loop over time with ``pyro.markov`` and parallel enumeration of each
   z_t), ``method="vectorized"`` hands the same HMM to ``pyro.distributions.DiscreteHMM``
   (a parallel-scan forward algorithm, much faster for long sequences) and
-  ``method="forward"`` to :class:`pyro_gen.sequences.ForwardHMM` (the same site with
+  ``method="forward"`` to :class:`pyro_gen.exact.hmm.ForwardHMM` (the same site with
   time eliminated left to right: less work than the scan on a CPU once K is more than a
   few states; ``benchmarks/hmm_jsb.py`` times all three).
 - ``guide="amortized"``: an inference network q(z_t | z_{t-1}, x_{1:T}) (a bidirectional
@@ -53,7 +53,8 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 
-from pyro_gen.sequences import ForwardHMM, check_sequences, sample_hmm, time_mask
+from pyro_gen.data import check_sequences, time_mask
+from pyro_gen.exact.hmm import ForwardHMM, sample_hmm
 
 __all__ = ["HMM", "StateEncoder", "KeyEmissions", "EMISSIONS", "synthetic", "examples", "OBJECTIVES"]
 

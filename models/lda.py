@@ -19,7 +19,7 @@ one Multinomial over the mixture. This is exact, costs one (K x V) product per
 document instead of a (N_d x K) table per document, works for every objective in
 ``pyro_gen.objectives`` (IWAE, DReG and Renyi bounds included, which Pyro's
 enumeration, ``TraceEnum_ELBO``, does not serve), and needs no ragged token
-lists. ``tests/test_lda.py`` checks it against Pyro's enumeration of z.
+lists. ``tests/models/test_lda.py`` checks it against Pyro's enumeration of z.
 
 **ProdLDA** (Srivastava & Sutton 2017) replaces the mixture by a product of
 experts and the Dirichlet by its Laplace approximation in the softmax basis::

@@ -25,7 +25,7 @@ ELBO (type-II maximum likelihood). Columns the data do not need are driven to ze
 (alpha_j grows), which switches the matching latent dimension off.
 
 Exact answers for this model (closed-form ML solution, log p(x), posterior, ELBO gap)
-are in :mod:`pyro_gen.linear_gaussian`.
+are in :mod:`pyro_gen.exact.linear_gaussian`.
 
 References:
     Tipping & Bishop (1999), Probabilistic Principal Component Analysis.
@@ -45,7 +45,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints, transform_to
 
-from pyro_gen import linear_gaussian
+from pyro_gen.exact import linear_gaussian
 
 __all__ = ["PPCA", "ENCODERS", "COVARIANCES", "LinearAutoencoder", "fit_linear_autoencoder", "synthetic_data",
            "examples"]
@@ -305,7 +305,7 @@ def examples(seed: int = 0) -> dict[str, tuple[PPCA, torch.Tensor]]:
     """Small instances with matching data, for the contract test over every model.
 
     Bayesian PCA (``ard=True``) is left out: its W is a global latent, so the per-point
-    importance weights the contract evaluates do not exist; tests/test_ppca.py checks it.
+    importance weights the contract evaluates do not exist; tests/models/test_ppca.py checks it.
     """
     x, _ = synthetic_data(16, 6, 2, seed=seed)
     torch.manual_seed(seed)

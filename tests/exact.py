@@ -108,3 +108,26 @@ class LinearGaussian(PyroModule):
         with torch.no_grad():
             z = torch.randn(n, self.q, generator=g)
             return z @ self.W.T + self.b + self.s * torch.randn(n, self.W.shape[0], generator=g)
+
+
+def replicated_gradients(objective, n, x0=1.5, loc0=0.3, scale0=0.7):
+    """n independent copies of one data point, each with its own guide parameters: the
+    gradient with respect to loc[i] is the i-th independent draw of the estimator."""
+    pyro.clear_param_store()
+    x = torch.full((n, 1), x0)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x[:, 0])
+
+    def guide(x):
+        loc = pyro.param("loc", torch.full((len(x),), loc0))
+        log_scale = pyro.param("log_scale", torch.full((len(x),), math.log(scale0)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()))
+
+    loss = objective.differentiable_loss(model, guide, x)
+    loss.backward()
+    store = dict(pyro.get_param_store().named_parameters())
+    return store["loc"].grad.clone(), store["log_scale"].grad.clone()

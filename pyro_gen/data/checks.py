@@ -1,0 +1,81 @@
+"""Input checks shared by every entry point: one clear error that names the problem.
+
+:func:`check_data` validates a (N, D) tensor, :func:`check_sequences` padded sequences
+(N, T, D) with their lengths, and :func:`check_batch` the tuple a model takes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_data", "check_sequences", "check_batch", "time_mask"]
+
+
+def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
+    """Validate a data tensor: a floating tensor of shape (N, D), N >= 1, all finite.
+
+    Returns it unchanged; raises ``TypeError``/``ValueError`` naming the problem.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{what} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{what} must be a floating-point tensor (e.g. x.float()), got dtype {x.dtype}")
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"{what} must have shape (N, D) with N >= 1, got shape {tuple(x.shape)}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{what} has {x.shape[1]} columns but the model expects {dim}")
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        rows = bad.any(dim=1).nonzero().flatten()
+        kind = "NaN" if torch.isnan(x).any() else "inf"
+        raise ValueError(f"{what} contains {kind} values in {len(rows)} row(s), first at row {rows[0].item()}")
+    return x
+
+
+def check_sequences(x, lengths, what: str = "sequences", dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate padded sequences: ``x`` float (N, T, D) and finite, ``lengths`` integers in [1, T].
+
+    Returns ``(x, lengths)`` unchanged; raises ``TypeError``/``ValueError`` naming the problem.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{what} must be a torch.Tensor of shape (N, T, D), got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{what} must be a floating-point tensor (e.g. x.float()), got dtype {x.dtype}")
+    if x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{what} must have shape (N, T, D) with N, T >= 1, got shape {tuple(x.shape)}")
+    if dim is not None and x.shape[-1] != dim:
+        raise ValueError(f"{what} has {x.shape[-1]} features per time step but the model expects {dim}")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
+        raise ValueError(f"{what} contains NaN or inf values in {len(bad)} sequence(s), first at {bad[0].item()}")
+    if not torch.is_tensor(lengths) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"{what} lengths must be an integer tensor of shape (N,), got "
+                        f"{lengths.dtype if torch.is_tensor(lengths) else type(lengths).__name__}")
+    if lengths.shape != x.shape[:1]:
+        raise ValueError(f"{what} lengths must have shape ({x.shape[0]},), one per sequence, got {tuple(lengths.shape)}")
+    if (lengths < 1).any() or (lengths > x.shape[1]).any():
+        raise ValueError(f"{what} lengths must lie in [1, T={x.shape[1]}], got min {lengths.min().item()} "
+                         f"and max {lengths.max().item()}")
+    return x, lengths
+
+
+def time_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(N, T) boolean: True at the time steps each sequence really has."""
+    return torch.arange(T, device=lengths.device) < lengths.unsqueeze(-1)
+
+
+def check_batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
+    """``data`` as a tuple of tensors sharing N (a tensor (N, D), or ``(x, lengths, ...)`` with
+    padded sequences x of shape (N, T, D)), each checked; raises naming the problem."""
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not tensors:
+        raise ValueError(f"{what} is empty")
+    if len(tensors) >= 2 and torch.is_tensor(tensors[0]) and tensors[0].dim() == 3:
+        check_sequences(tensors[0], tensors[1], what)  # padded sequences (N, T, D) with their lengths
+    else:
+        check_data(tensors[0], what)
+    n = tensors[0].shape[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if not torch.is_tensor(t) or t.shape[0] != n:
+            raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
+    return tensors

@@ -1,0 +1,142 @@
+"""Training objectives: Pyro's ELBOs, plus the pieces Pyro lacks; one estimator per module.
+
+Every objective is a :class:`pyro.infer.ELBO` with ``differentiable_loss(model, guide,
+*args)`` returning a scalar whose value is the negative bound (summed over the batch)
+and whose gradient is the estimator's.
+
+| name | estimator | module |
+|---|---|---|
+| ``trace`` | Pyro's ``Trace_ELBO`` | (Pyro) |
+| ``meanfield`` | Pyro's ``TraceMeanField_ELBO`` | (Pyro) |
+| ``iwae:k``, ``renyi:a`` | :class:`RenyiBound` | :mod:`.renyi` |
+| ``dreg:k`` | :class:`DReG_ELBO` | :mod:`.dreg` |
+| ``rws:k`` | :class:`RWS_ELBO` | :mod:`.rws` |
+| ``graph`` | :class:`GraphELBO` | :mod:`.graph` |
+| ``enum`` | :class:`EnumELBO` | :mod:`.enum` |
+
+:class:`LatentScale` (beta, KL annealing) wraps any of them. Pick one by name with
+:func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from .common import check_particles, prepare
+from .dreg import DReG_ELBO, detached_parameters
+from .enum import EnumELBO
+from .graph import GraphELBO
+from .latent_scale import LatentScale
+from .renyi import RenyiBound
+from .rws import RWS_ELBO
+
+__all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "enum", "get", "names", "describe",
+           "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale", "detached_parameters",
+           "prepare"]
+
+
+def trace(num_particles: int = 1) -> ELBO:
+    """The standard ELBO with reparameterized (or score-function) gradients: ``Trace_ELBO``."""
+    return Trace_ELBO(num_particles=check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def meanfield(num_particles: int = 1) -> ELBO:
+    """The ELBO with analytic KL terms where available: ``TraceMeanField_ELBO``."""
+    return TraceMeanField_ELBO(num_particles=check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def iwae(k: int = 5) -> ELBO:
+    """The importance-weighted bound IWAE-k (Burda et al. 2016) = Renyi bound with alpha=0."""
+    return RenyiBound(alpha=0.0, num_particles=check_particles(k))
+
+
+def renyi(alpha: float = 0.5, k: int = 5) -> ELBO:
+    """The Renyi-alpha bound with k particles (Li & Turner 2016)."""
+    return RenyiBound(alpha=float(alpha), num_particles=check_particles(k))
+
+
+def graph(num_particles: int = 1) -> ELBO:
+    """Score-function gradients with baselines for non-reparameterizable sites."""
+    return GraphELBO(num_particles=check_particles(num_particles), vectorize_particles=num_particles > 1)
+
+
+def dreg(k: int = 5) -> ELBO:
+    """IWAE-k with doubly reparameterized guide gradients (Tucker et al. 2019)."""
+    return DReG_ELBO(num_particles=check_particles(k))
+
+
+def rws(k: int = 5) -> ELBO:
+    """Reweighted wake-sleep with k particles (Bornschein & Bengio 2015): value = IWAE-k."""
+    return RWS_ELBO(num_particles=check_particles(k))
+
+
+def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
+    """The ELBO with discrete model sites summed out exactly: ``TraceEnum_ELBO``.
+
+    Sites marked ``infer={"enumerate": "parallel"}`` (and not sampled by the guide) are
+    enumerated; with no other latents the loss is exactly -log p(x). ``max_plate_nesting``
+    (the number of plates the model nests) places the enumeration dimensions to the left
+    of every plate; left as None, it is found once by running model and guide (see
+    :func:`prepare`).
+
+    References:
+        Obermeyer et al. (2019), Tensor Variable Elimination for Plated Factor Graphs.
+    """
+    nesting = float("inf") if max_plate_nesting is None else int(max_plate_nesting)
+    return EnumELBO(num_particles=check_particles(num_particles), max_plate_nesting=nesting,
+                    vectorize_particles=num_particles > 1)
+
+
+_CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
+    "trace": trace,
+    "meanfield": meanfield,
+    "iwae": iwae,
+    "renyi": renyi,
+    "graph": graph,
+    "dreg": dreg,
+    "iwae-dreg": dreg,
+    "rws": rws,
+    "enum": enum,
+}
+
+
+def describe(elbo: ELBO) -> str:
+    """A short description that tells objectives apart (class, particles, alpha)."""
+    parts = [f"k={elbo.num_particles}"]  # RWS_ELBO: insomnia is always 1
+    if isinstance(elbo, RenyiELBO):
+        parts.append(f"alpha={elbo.alpha:g}")
+    return f"{type(elbo).__name__}({', '.join(parts)})"
+
+
+def names() -> list[str]:
+    """The objective names :func:`get` accepts."""
+    return list(_CONSTRUCTORS)
+
+
+def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
+    """An objective from a name, ``"name:arg"``, or an ELBO instance (returned as is).
+
+    ``"iwae:5"`` and ``"dreg:5"`` give k=5; ``"renyi:0.5"`` gives alpha=0.5;
+    ``"trace:4"`` averages 4 particles. ``particles`` sets k (or the number of
+    particles) when the spec does not.
+    """
+    if isinstance(spec, ELBO):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"objective must be a name or a pyro.infer.ELBO, got {type(spec).__name__}")
+    name, _, arg = spec.strip().lower().partition(":")
+    if name not in _CONSTRUCTORS:
+        raise ValueError(f"unknown objective {spec!r}; valid choices: {', '.join(names())}")
+    build = _CONSTRUCTORS[name]
+    if name == "renyi":
+        alpha = float(arg) if arg else 0.5
+        return build(alpha, particles or 5)
+    if arg:
+        try:
+            n = int(arg)
+        except ValueError:
+            raise ValueError(f"objective {spec!r}: the part after ':' must be an integer number of particles") from None
+        return build(n)
+    return build(particles) if particles is not None else build()

@@ -1,0 +1,85 @@
+"""What the objectives share: particle checks, per-data-point log weights, and ``prepare``.
+
+Pyro's ELBOs keep every plate's log density in one sum; the importance-weighted
+objectives here keep the local (data) plates apart, so that each data point gets its
+own weights, as Burda et al. (2016) define the bound. ``prepare`` fixes
+``max_plate_nesting`` up front so that a resumed run spends the same random numbers
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import pyro
+import torch
+from pyro.infer import ELBO, TraceEnum_ELBO
+from pyro.infer.util import get_dependent_plate_dims, torch_sum
+
+__all__ = ["check_particles", "FromDifferentiableLoss", "log_densities", "log_weight", "prepare"]
+
+
+def check_particles(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of particles k must be an integer >= 1, got {k!r}")
+    return k
+
+
+class FromDifferentiableLoss:
+    """``loss`` and ``loss_and_grads`` of an ELBO derived from its ``differentiable_loss``."""
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def log_densities(model_trace, guide_trace, reparameterized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x, z) and log q(z), each summed over all but the local (data) plates."""
+    sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+    log_p, log_q = 0.0, 0.0
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample":
+            log_p = log_p + torch_sum(site["log_prob"], sum_dims)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample":
+            if reparameterized and not site["fn"].has_rsample:
+                raise ValueError(
+                    f"guide site {name!r} is not reparameterizable, so the importance-weighted "
+                    "bound's gradient would be biased; use objective 'graph' (score function "
+                    "with baselines), 'rws' (reweighted wake-sleep) or enumerate the site in the model"
+                )
+            log_q = log_q + torch_sum(site["log_prob"], sum_dims)
+    if not torch.is_tensor(log_p) or not torch.is_tensor(log_q):
+        raise ValueError("the model and guide have no sample sites: there is nothing to infer")
+    return log_p, log_q
+
+
+def log_weight(model_trace, guide_trace, reparameterized: bool = True) -> torch.Tensor:
+    log_p, log_q = log_densities(model_trace, guide_trace, reparameterized)
+    return log_p - log_q
+
+
+def prepare(elbo: ELBO, model: Callable, guide: Callable, *args, **kwargs) -> ELBO:
+    """Fix ``max_plate_nesting`` before training when the ELBO would guess it at its first step.
+
+    Pyro guesses it by running model and guide once, which spends random numbers at
+    whatever step comes first; doing it up front keeps a resumed run identical to an
+    uninterrupted one. Uses Pyro's own guess, without its log line.
+    """
+    guesses = getattr(elbo, "vectorize_particles", False) or isinstance(elbo, TraceEnum_ELBO)
+    if guesses and elbo.max_plate_nesting == float("inf"):
+        logger = logging.getLogger("pyro.infer.elbo")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            with pyro.validation_enabled(False), torch.no_grad():
+                elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            logger.setLevel(level)
+    return elbo

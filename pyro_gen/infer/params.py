@@ -1,0 +1,74 @@
+"""Which tensors a model/guide pair trains, and their state: nn.Module owners and Pyro's param store.
+
+A ``PyroModule``'s bound methods bring their module's parameters; plain functions bring
+the ``pyro.param`` sites they create. Both go into one optimizer and one state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import pyro
+import torch
+
+__all__ = ["modules_of", "parameters_of", "param_store_names", "get_state", "load_state"]
+
+
+def modules_of(*fns: Callable) -> list[torch.nn.Module]:
+    """The distinct ``nn.Module`` owners of bound methods (or modules) among ``fns``."""
+    found: list[torch.nn.Module] = []
+    for fn in fns:
+        owner = getattr(fn, "__self__", fn)
+        if isinstance(owner, torch.nn.Module) and not any(owner is m for m in found):
+            found.append(owner)
+    return found
+
+
+def param_store_names(model: Callable, guide: Callable, args: tuple) -> list[str]:
+    """Names of the ``pyro.param`` sites of guide and model that live in Pyro's param store."""
+    with pyro.poutine.block(), torch.no_grad():
+        names = []
+        for fn in (guide, model):
+            tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
+            names += [n for n, s in tr.nodes.items() if s["type"] == "param" and n not in names]
+    # A PyroModule's own nn.Parameters (an AutoGuide's loc, say) show up as param sites too, but
+    # under module_local_params they live in the module, which parameters_of already covers.
+    store = pyro.get_param_store()
+    return [n for n in names if n in store]
+
+
+def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:
+    """Trainable tensors: module parameters, then the unconstrained param-store tensors named."""
+    params, seen = [], set()
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    store = dict(pyro.get_param_store().named_parameters())
+    for name in store_names:
+        p = store[name]
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+def get_state(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> dict:
+    """A copy of the trained state: ``{"modules": [state_dict, ...], "param_store": {name: tensor}}``."""
+    store = dict(pyro.get_param_store().named_parameters())
+    return {
+        "modules": [copy.deepcopy(m.state_dict()) for m in modules],
+        "param_store": {n: store[n].detach().clone() for n in store_names},
+    }
+
+
+def load_state(modules: Sequence[torch.nn.Module], state: dict) -> None:
+    """Load a :func:`get_state` dict back into the modules and Pyro's param store."""
+    for m, sd in zip(modules, state["modules"]):
+        m.load_state_dict(sd)
+    store = dict(pyro.get_param_store().named_parameters())
+    with torch.no_grad():
+        for name, value in state["param_store"].items():
+            store[name].copy_(value)

@@ -1,0 +1,212 @@
+"""The benchmark scripts run end to end in smoke mode and print well-formed results.
+
+Each script runs in a subprocess exactly as a person would run it (``python
+benchmarks/x.py --smoke`` from the repository root); the last stdout line must be
+one JSON object with the documented keys and sensible numbers. Together these take
+about 15 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _env(data_dir: Path | str | None = None, **extra: str) -> dict[str, str]:
+    """The caller's environment with the repository importable and, if given, the data folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if data_dir is not None:
+        env["PYRO_GEN_DATA"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def _run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _last_json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output on stdout; stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def _need(shared_data: Path, folder: str, benchmark: str) -> None:
+    """Skip, naming what is missing, when the real data set a benchmark reads is absent."""
+    if not (shared_data / folder).is_dir():
+        pytest.skip(f"{folder} not found in {shared_data}: the {benchmark} needs the real data")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_speed_smoke():
+    # Uses the real data when PYRO_GEN_DATA points at it, random binary data otherwise.
+    out = _last_json(_run("vae_speed.py", "--smoke", env=_env()))
+    assert set(out) == {"trace", "meanfield", "iwae5", "pyro_svi", "threads", "rounds", "steps_per_round", "data"}
+    for name in ("trace", "meanfield", "iwae5"):
+        assert set(out[name]) == {"pyro_gen_ms", "torch_ms", "ratio"}
+        assert all(_positive(v) for v in out[name].values()), out[name]
+    assert set(out["pyro_svi"]) == {"pyro_ms", "torch_ms", "ratio"}
+    assert all(_positive(v) for v in out["pyro_svi"].values()), out["pyro_svi"]
+    assert (out["threads"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
+    assert out["data"] in ("binarized-mnist", "random")
+
+
+@pytest.mark.slow
+def test_quality_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "quality benchmark")
+    run_dir = tmp_path / "bench_quality"
+    out = _last_json(_run("vae_quality.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"epochs", "trace", "iwae5", "reference_trace", "eval_k", "eval_n"}
+    assert (out["epochs"], out["eval_k"], out["eval_n"]) == (1, 10, 100)
+    for name in ("trace", "iwae5", "reference_trace"):
+        assert set(out[name]) == {"nll", "se", "seconds"}
+        # log p(x) < 0 for binary data, so the NLL is positive; one epoch on 500 points stays far above 80 nats.
+        assert all(_positive(v) for v in out[name].values()), out[name]
+        assert 80 < out[name]["nll"] < 800, out[name]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["trace"] == out["trace"]
+    assert (run_dir / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quality_without_data_exits_2_naming_the_folders(tmp_path):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    proc = _run("vae_quality.py", "--smoke", "--out", str(tmp_path / "out"),
+                env=_env(empty, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "binarized_mnist" in proc.stderr and str(empty) in proc.stderr
+    assert proc.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_ppca_exact_smoke(tmp_path):
+    run_dir = tmp_path / "ppca"
+    out = _last_json(_run("ppca_exact.py", "--smoke", "--out", str(run_dir), env=_env()))
+    assert set(out) == {"rel_gap", "angle_deg", "sklearn_score_diff", "elbo_gap_linear_guide",
+                        "elbo_gap_diagonal_guide", "bounds_ordered", "seconds"}
+    assert out["bounds_ordered"] is True
+    # 240 SVI steps on 400 points get within 1% of the closed-form maximum and 1 degree of PCA
+    assert 0 <= out["rel_gap"] < 1e-2 and 0 <= out["angle_deg"] < 1.0, out
+    assert abs(out["sklearn_score_diff"]) < 0.1, out
+    assert 0 <= out["elbo_gap_linear_guide"] < 0.05 and 0 <= out["elbo_gap_diagonal_guide"] < 0.05, out
+    assert _positive(out["seconds"])
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["result"] == out and saved["linear_autoencoder_angle_deg"] < 1.0
+    assert _positive(saved["speed"]["ratio"])
+    assert (run_dir / "training.png").stat().st_size > 0 and (run_dir / "bounds.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_compare_ppca_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_ppca.py"), "--smoke", "--out",
+                           str(tmp_path / "cmp")], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    out = _last_json(proc)
+    assert set(out) == {"exact", "budget", "seeds", "runs"} and math.isfinite(out["exact"])
+    assert set(out["runs"]) == {"trace/full", "iwae:5/full"}
+    for run in out["runs"].values():
+        assert {"gap", "gap_sd", "seconds"} <= set(run) and _positive(run["seconds"])
+        # the gap splits into learning and inference; 20 steps leave both visibly open
+        assert run["gap"] == pytest.approx(run["model_gap"] + run["bound_gap"], abs=1e-6) and run["gap"] > 0
+    assert (tmp_path / "cmp" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_topics_20ng_smoke(shared_data, tmp_path):
+    _need(shared_data, "20newsgroups", "topic benchmark")
+    run_dir = tmp_path / "topics"
+    out = _last_json(_run("topics_20ng.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"20", "50"}
+    for k, row in out.items():
+        assert set(row) == {"prodlda", "lda", "sklearn"}
+        for name, figures in row.items():
+            assert set(figures) == {"npmi", "perplexity", "seconds"}
+            assert -1 <= figures["npmi"] <= 1 and _positive(figures["seconds"]), (k, name, figures)
+            assert figures["perplexity"] > 1, (k, name, figures)
+        # two iterations of scikit-learn's LDA already beat uniform guessing over the 1,995 words
+        assert out[k]["sklearn"]["npmi"] > 0 and out[k]["sklearn"]["perplexity"] < 1995, out[k]["sklearn"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["results"] == out and saved["extra"]["20"]["sklearn"]["sklearn_bound_perplexity"] > 1
+    assert len(saved["extra"]["50"]["prodlda"]["top_words"]) == 50
+    assert (run_dir / "prodlda_20_top_words.png").stat().st_size > 0 and (run_dir / "top_words.md").is_file()
+
+
+@pytest.mark.slow
+def test_hmm_jsb_smoke(shared_data, tmp_path):
+    pytest.importorskip("hmmlearn", reason="hmmlearn is the EM reference of benchmarks/hmm_jsb.py: pip install -e '.[bench]'")
+    _need(shared_data, "jsb_chorales", "HMM benchmark")
+    run_dir = tmp_path / "bench_hmm"
+    out = _last_json(_run("hmm_jsb.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"forward_ratio", "max_rel_err", "hmm", "dmm", "hmmlearn"}
+    assert _positive(out["forward_ratio"]) and 0 <= out["max_rel_err"] < 1e-4  # enumeration is exact
+    assert set(out["hmm"]) == {"2", "3"}
+    for row in [*out["hmm"].values(), out["dmm"]]:
+        assert set(row) == {"test_nll", "seconds"} and all(_positive(v) for v in row.values()), row
+        assert 0.5 < row["test_nll"] < 200, row  # nats per step over 88 keys: at most 88 log 2 = 61 for a sane HMM
+    assert set(out["hmmlearn"]) == {"ours_ll", "hmmlearn_ll", "ours_seconds", "hmmlearn_seconds"}
+    assert out["hmmlearn"]["ours_ll"] < 0 and out["hmmlearn"]["hmmlearn_ll"] < 0
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["summary"]["hmm"] == out["hmm"]
+    assert (run_dir / "hmm_states.png").stat().st_size > 0 and (run_dir / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_flows_energy_smoke(tmp_path):
+    run_dir = tmp_path / "flows_energy"
+    # --jobs 2: the fits come back from worker processes (histograms included) in any order
+    out = _last_json(_run("flows_energy.py", "--smoke", "--toy", "--jobs", "2", "--out", str(run_dir), env=_env()))
+    assert set(out) == {"kl", "steps", "best_depth2", "toy_nll", "seconds"}
+    assert set(out["kl"]) == {"U1", "U3"}
+    for energy, by_family in out["kl"].items():
+        assert set(by_family) == {"planar", "sylvester", "affine_coupling"}
+        for family, by_depth in by_family.items():
+            assert set(by_depth) == {"1", "2"}
+            # KL(q || p) >= 0 up to Monte Carlo error; 20 steps leave every fit far from p
+            assert all(-0.05 < v < 50 for v in by_depth.values()), (energy, family, by_depth)
+            assert all(0 < s <= 20 for s in out["steps"][energy][family].values())
+    assert set(out["toy_nll"]) == {"moons", "circles", "8gaussians", "checkerboard"}
+    assert all(set(v) == {"affine_coupling"} and math.isfinite(v["affine_coupling"]) for v in out["toy_nll"].values())
+    for name in ("energies_depth1.png", "energies_depth2.png", "toy_densities.png", "results.json", "kl_table.md"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quality_flow_guides_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "quality benchmark")
+    run_dir = tmp_path / "flows_quality"
+    out = _last_json(_run("vae_quality.py", "--smoke", "--guides", "diagonal,sylvester", "--flow-prior", "spline",
+                          "--flow-depth", "2", "--train-n", "200", "--eval-n", "20", "--out", str(run_dir),
+                          env=_env(shared_data)))
+    assert set(out) == {"epochs", "diagonal", "sylvester", "flow_prior", "eval_k", "eval_n"}
+    for name in ("diagonal", "sylvester", "flow_prior"):
+        assert set(out[name]) == {"nll", "se", "seconds"}
+        assert 80 < out[name]["nll"] < 800 and out[name]["se"] > 0, out[name]
+    assert (run_dir / "prior_samples.png").stat().st_size > 0
+    proc = _run("vae_quality.py", "--smoke", "--guides", "diagonal", "--flow-prior", "planar", env=_env(shared_data))
+    assert proc.returncode == 2 and "no inverse" in proc.stderr and "spline" in proc.stderr
+
+
+@pytest.mark.slow
+def test_flows_speed_smoke():
+    out = _last_json(_run("flows_speed.py", "--smoke", env=_env()))
+    assert set(out) == {"diagonal_ms", "planar", "iaf", "sylvester", "depth", "rounds", "steps_per_round", "data"}
+    assert _positive(out["diagonal_ms"])
+    for flow in ("planar", "iaf", "sylvester"):
+        assert set(out[flow]) == {"pyro_gen_ms", "torch_ms", "ratio", "vs_diagonal"}
+        assert all(_positive(v) for v in out[flow].values()), out[flow]
+    assert (out["depth"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
