@@ -183,8 +183,8 @@ def versus_hmmlearn(n: int, length: int, epochs: int, restarts: int) -> dict:
     with torch.no_grad():
         true_ll.init_logits.copy_(truth["init"].log())
         true_ll.trans_logits.copy_(truth["trans"].log())
-        true_ll.loc.copy_(truth["loc"])
-        true_ll.log_scale.copy_(truth["scale"].log())
+        true_ll.emit_loc.copy_(truth["loc"])
+        true_ll.emit_log_scale.copy_(truth["scale"].log())
     log(f"Gaussian HMM: ours {ours:.2f} in {ours_seconds:.2f} s, hmmlearn best of {restarts} {theirs:.2f} in "
         f"{em_seconds:.2f} s (each start: {[round(v, 1) for v in scores]}), true parameters "
         f"{true_ll.log_likelihood(x, lengths).sum():.2f}")

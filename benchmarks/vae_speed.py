@@ -54,7 +54,7 @@ import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import pyro_gen  # noqa: E402,F401  (sets module_local_params, as in any pyro_gen program)
+import pyro_gen  # noqa: E402,F401
 from models.vae import VAE  # noqa: E402
 from pyro_gen.data import DataNotFoundError, load  # noqa: E402
 from pyro_gen.infer.run import Run  # noqa: E402

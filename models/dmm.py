@@ -2,7 +2,7 @@
 
 Generative model, for each sequence x_{1:T}::
 
-    z_t ~ Normal(loc(z_{t-1}), scale(z_{t-1}))     (gated transition, z_0 learned)
+    z_t ~ Normal(loc(z_{t-1}), scale(z_{t-1}))     (gated transition, z_init learned)
     x_t ~ Bernoulli(emitter(z_t))                   (88 piano keys, factorized)
 
 Guide (the paper's "structured" ST-R inference network)::
@@ -29,10 +29,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import affine_autoregressive
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from pyro_gen.data import check_sequences, time_mask
+from pyro_gen.infer.params import rename_on_load
 
 __all__ = ["DMM", "Emitter", "GatedTransition", "Combiner", "reverse_sequences", "examples", "OBJECTIVES"]
 
@@ -95,6 +96,7 @@ def reverse_sequences(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx.unsqueeze(-1).expand_as(x))
 
 
+
 class DMM(PyroModule):
     """A deep Markov model over binary vectors (piano rolls).
 
@@ -118,26 +120,31 @@ class DMM(PyroModule):
         self.combiner = Combiner(z_dim, rnn_dim)
         self.rnn = nn.GRU(x_dim, rnn_dim, batch_first=True)
         self.iafs = nn.ModuleList([affine_autoregressive(z_dim, hidden_dims=[iaf_dim]) for _ in range(num_iafs)])
-        self.z_0 = nn.Parameter(torch.zeros(z_dim))  # the model's state before the first step
-        self.z_q_0 = nn.Parameter(torch.zeros(z_dim))  # the guide's
+        # The states before the first step (named apart from the sample sites z_0, z_1, ...,
+        # since a PyroModule's parameters are Pyro param sites too).
+        self.z_init = nn.Parameter(torch.zeros(z_dim))  # the model's
+        self.z_q_init = nn.Parameter(torch.zeros(z_dim))  # the guide's
+        rename_on_load(self, {"z_0": "z_init", "z_q_0": "z_q_init"})  # checkpoints from before the rename
 
+    @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         N, T, _ = x.shape
         mask = time_mask(lengths, T)
         with pyro.plate("sequences", N, dim=-1):
-            z = self.z_0.expand(N, self.z_dim)
+            z = self.z_init.expand(N, self.z_dim)
             for t in pyro.markov(range(T)):
                 with poutine.mask(mask=mask[:, t]):
                     z = pyro.sample(f"z_{t}", dist.Normal(*self.transition(z)).to_event(1))
                     pyro.sample(f"x_{t}", dist.Bernoulli(logits=self.emitter(z), validate_args=False).to_event(1),
                                 obs=x[:, t])
 
+    @pyro_method
     def guide(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         N, T, _ = x.shape
         mask = time_mask(lengths, T)
         h = reverse_sequences(self.rnn(reverse_sequences(x, lengths))[0], lengths)  # h_t summarizes x_{t:T}
         with pyro.plate("sequences", N, dim=-1):
-            z = self.z_q_0.expand(N, self.z_dim)
+            z = self.z_q_init.expand(N, self.z_dim)
             for t in pyro.markov(range(T)):
                 loc, scale = self.combiner(z, h[:, t])
                 q = dist.Normal(loc, scale).to_event(1)
@@ -159,7 +166,7 @@ class DMM(PyroModule):
     @torch.no_grad()
     def sample(self, n: int, length: int = 160) -> torch.Tensor:
         """n piano rolls of ``length`` steps from the model, (n, length, x_dim) in {0, 1}."""
-        z, out = self.z_0.expand(n, self.z_dim), []
+        z, out = self.z_init.expand(n, self.z_dim), []
         for _ in range(length):
             z = dist.Normal(*self.transition(z)).sample()
             out.append(torch.bernoulli(torch.sigmoid(self.emitter(z))))

@@ -49,12 +49,13 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, infer_discrete
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
 from pyro_gen.data import check_sequences, time_mask
 from pyro_gen.exact.hmm import ForwardHMM, sample_hmm
+from pyro_gen.infer.params import rename_on_load
 
 __all__ = ["HMM", "StateEncoder", "KeyEmissions", "EMISSIONS", "synthetic", "examples", "OBJECTIVES"]
 
@@ -163,8 +164,10 @@ class HMM(PyroModule):
         if self.emission == "bernoulli":
             self.emit_logits = nn.Parameter(torch.randn(K, D) - 2.0)  # notes are sparse
         else:
-            self.loc = nn.Parameter(torch.randn(K, D))
-            self.log_scale = nn.Parameter(torch.zeros(K, D))
+            # (named apart from the sample sites "loc" and "scale" of the variational form)
+            self.emit_loc = nn.Parameter(torch.randn(K, D))
+            self.emit_log_scale = nn.Parameter(torch.zeros(K, D))
+            rename_on_load(self, {"loc": "emit_loc", "log_scale": "emit_log_scale"})
         if self.params == "variational":  # log-concentration spreads of the posterior
             self.spread = nn.ParameterDict({"init": nn.Parameter(torch.full((K,), 3.0)),
                                             "trans": nn.Parameter(torch.full((K, K), 3.0)),
@@ -198,8 +201,8 @@ class HMM(PyroModule):
             p = self.emit_logits.sigmoid()
             q["emit"] = dist.Beta(p * s["emit"] + 1e-3, (1 - p) * s["emit"] + 1e-3).to_event(2)
         else:
-            q["loc"] = dist.Normal(self.loc, 1.0 / s["emit"]).to_event(2)
-            q["scale"] = dist.LogNormal(self.log_scale, 1.0 / s["emit"]).to_event(2)
+            q["loc"] = dist.Normal(self.emit_loc, 1.0 / s["emit"]).to_event(2)
+            q["scale"] = dist.LogNormal(self.emit_log_scale, 1.0 / s["emit"]).to_event(2)
         return q
 
     def _globals(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -216,7 +219,7 @@ class HMM(PyroModule):
     def _point_emission(self) -> tuple[torch.Tensor, ...]:
         if self.emission == "bernoulli":
             return (self.emit_logits,)
-        return (self.loc, self.log_scale.exp())
+        return (self.emit_loc, self.emit_log_scale.exp())
 
     def _observation(self, emit: tuple[torch.Tensor, ...], z=None) -> dist.TorchDistribution:
         """p(x_t | z_t) for the states z (or for every state, batch shape (K,), when z is None)."""
@@ -227,11 +230,13 @@ class HMM(PyroModule):
 
     # --- the Pyro programs ----------------------------------------------------------------
 
+    @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         if self.method != "markov" and self.guide_type == "enum":
             return self.model_vectorized(x, lengths)
         return self.model_markov(x, lengths)
 
+    @pyro_method
     def model_markov(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         """The HMM as a loop over time: each z_t is enumerated in parallel, and
         ``pyro.markov`` tells the enumerator that z_t only talks to z_{t-1} and z_{t+1}."""
@@ -249,6 +254,7 @@ class HMM(PyroModule):
                 with poutine.mask(mask=mask[:, t]):
                     pyro.sample(f"x_{t}", self._observation(emit, z), obs=x[:, t])
 
+    @pyro_method
     def model_vectorized(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         """The same HMM as one ``DiscreteHMM`` site. ``DiscreteHMM`` draws its first state by a
         transition out of ``initial_logits``; a first transition whose rows all equal log pi
@@ -263,6 +269,7 @@ class HMM(PyroModule):
         with pyro.plate("sequences", N, dim=-1):
             pyro.sample("x", hmm, obs=x)
 
+    @pyro_method
     def guide(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         if self.params == "variational":
             for name, q in self._posteriors().items():
@@ -295,7 +302,7 @@ class HMM(PyroModule):
             if self.emission == "bernoulli":
                 out["emit"] = self.emit_logits.sigmoid()
             else:
-                out["loc"], out["scale"] = self.loc.clone(), self.log_scale.exp()
+                out["loc"], out["scale"] = self.emit_loc.clone(), self.emit_log_scale.exp()
             return out
         return {name: q.mean for name, q in self._posteriors().items()}
 
@@ -386,8 +393,8 @@ class HMM(PyroModule):
         g = torch.Generator().manual_seed(seed)
         if self.emission == "gaussian":
             pick = torch.randperm(len(frames), generator=g)[: self.states]
-            self.loc.copy_(frames[pick])
-            self.log_scale.copy_(frames.std(0).clamp_min(1e-3).log().expand_as(self.log_scale))
+            self.emit_loc.copy_(frames[pick])
+            self.emit_log_scale.copy_(frames.std(0).clamp_min(1e-3).log().expand_as(self.emit_log_scale))
         else:
             freq = frames.mean(0).clamp(1e-3, 1 - 1e-3)
             self.emit_logits.copy_(torch.logit(freq) + 0.5 * torch.randn(self.states, self.dim, generator=g))

@@ -44,7 +44,7 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 __all__ = ["ProdLDA", "AmortizedLDA", "Encoder", "laplace_dirichlet_prior", "lda_model", "examples", "OBJECTIVES"]
@@ -180,10 +180,12 @@ class AmortizedLDA(_TopicModel):
 
     # --- the two Pyro programs -------------------------------------------------------
 
+    @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
         lda_model(x, self.topics(), self.alpha)
 
+    @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("documents", x.shape[0]):
             pyro.sample("theta", dist.Dirichlet(self.concentration(x)))
@@ -235,12 +237,14 @@ class ProdLDA(_TopicModel):
 
     # --- the two Pyro programs -------------------------------------------------------
 
+    @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
         with pyro.plate("documents", x.shape[0]):
             log_theta = pyro.sample("log_theta", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
             pyro.sample("words", _bag_of_words(logits=self.word_logits(log_theta.softmax(-1))), obs=x)
 
+    @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         loc, scale = self.posterior(x)
         with pyro.plate("documents", x.shape[0]):

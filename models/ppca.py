@@ -41,7 +41,7 @@ from typing import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.distributions import constraints, transform_to
 
@@ -124,6 +124,7 @@ class PPCA(PyroModule):
 
     # --- the two Pyro programs -------------------------------------------------------
 
+    @pyro_method
     def model(self, x: torch.Tensor) -> None:
         W = self._sample_W(x, self.ard_prior()) if self.ard else self.W
         with pyro.plate("data", x.shape[0]):
@@ -132,6 +133,7 @@ class PPCA(PyroModule):
             Wz = (W @ z.unsqueeze(-1)).squeeze(-1)
             pyro.sample("x", dist.Normal(Wz + self.mu, self.sigma).to_event(1), obs=x)
 
+    @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         if self.ard:
             self._sample_W(x, dist.Normal(self.W_loc, self.W_log_scale.exp()).to_event(2))

@@ -36,7 +36,7 @@ from typing import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from pyro_gen.flows import FlowStack, check_family, conditional_flow_distribution
@@ -215,12 +215,14 @@ class VAE(PyroModule):
 
     # --- the two Pyro programs -------------------------------------------------------
 
+    @pyro_method
     def model(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.observation(self.decoder(z)), obs=x)
 
+    @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]), self._kl_weight():
             pyro.sample("z", self.posterior(x))

@@ -14,8 +14,9 @@ The package is layered; each subpackage imports only the ones below it
 ``data``         data sets, loaders, input checks
 ==============  ===========================================================
 
-Parameters live in their ``nn.Module`` (``pyro.settings.set(module_local_params=True)``),
-so ``state_dict``, ``.to(device)`` and checkpoints work as in plain PyTorch. ``import
+Importing pyro_gen changes no global state of Pyro or torch (settings, param store,
+validation flags, default dtype, RNG, threads), and its tools work under either value
+of ``pyro.settings.get("module_local_params")``: that choice is the user's. ``import
 pyro_gen`` stays light: subpackages load on first use (no matplotlib, ArviZ or torchvision until a plot,
 a diagnostic or a torchvision data set is asked for).
 """
@@ -25,9 +26,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-import pyro
-
-pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
 

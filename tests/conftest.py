@@ -5,7 +5,7 @@ import pyro
 import pytest
 import torch
 
-import pyro_gen  # noqa: F401  (sets module-local params)
+import pyro_gen  # noqa: F401
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,6 +45,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..evaluate import per_point_log_weights, plate_nesting
 from ..infer.objectives import RenyiBound, prepare
+from ..infer.particles import with_particles
 
 __all__ = [
     "PSISResult",
@@ -80,19 +81,58 @@ def _draws(fn: Callable, num_samples: int, dim: int) -> Callable:
 
 
 @torch.no_grad()
-def _vectorized_traces(model, guide, num_samples: int, args, kwargs):
-    """Guide and model traces with S draws along a leading particle dimension."""
+def _vectorized_traces(model, guide, num_samples: int, args, kwargs, predictive: bool = False):
+    """Guide and model traces with S draws along a leading particle dimension (and, with
+    ``predictive``, a trace of fresh observations under each draw; else None).
+
+    Vectorized where the model broadcasts over the draws, drawn one at a time where it does
+    not (:func:`pyro_gen.infer.particles.with_particles`); both give traces of the same shapes."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
     # Pyro's own guess of the plate nesting, as evaluate does; the draws go one dimension further left
-    dim = -(prepare(RenyiBound(num_particles=2), model, guide, *args, **kwargs).max_plate_nesting + 1)
-    with pyro.validation_enabled(False):
+    nesting = prepare(RenyiBound(num_particles=2), model, guide, *args, **kwargs).max_plate_nesting
+    dim = -(nesting + 1)
+
+    def vectorized():
         guide_trace = poutine.trace(_draws(guide, num_samples, dim)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(_draws(model, num_samples, dim), trace=guide_trace)).get_trace(
             *args, **kwargs)
+        pred = (poutine.trace(poutine.uncondition(poutine.replay(_draws(model, num_samples, dim), trace=guide_trace)))
+                .get_trace(*args, **kwargs) if predictive else None)
         guide_trace.compute_log_prob()
         model_trace.compute_log_prob()
-    return model_trace, guide_trace, dim
+        return model_trace, guide_trace, pred
+
+    def sequential():
+        return _sequential_traces(model, guide, num_samples, nesting, args, kwargs, predictive)
+
+    with pyro.validation_enabled(False):
+        return (*with_particles(model, num_samples, "posterior draws", vectorized, sequential), dim)
+
+
+def _sequential_traces(model, guide, num_samples: int, nesting: int, args, kwargs, predictive: bool = False):
+    """The traces of :func:`_vectorized_traces`, drawn one at a time: each sample site's value
+    and log density are stacked with the draws in the same place, left of every plate."""
+    draws = []
+    for _ in range(num_samples):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        pred = (poutine.trace(poutine.uncondition(poutine.replay(model, trace=guide_trace))).get_trace(*args, **kwargs)
+                if predictive else None)
+        guide_trace.compute_log_prob()
+        model_trace.compute_log_prob()
+        draws.append((model_trace, guide_trace, pred))
+    stacked = draws[0]
+    for which, trace in enumerate(stacked):
+        if trace is None:
+            continue
+        for name, site in _samples(trace):
+            for key in ("value", "log_prob") if which < 2 else ("value",):
+                values = torch.stack([d[which].nodes[name][key].detach() for d in draws])
+                event = site["fn"].event_dim if key == "value" else 0
+                batch = values.dim() - 1 - event
+                site[key] = values.reshape(num_samples, *[1] * (nesting - batch), *values.shape[1:])
+    return stacked
 
 
 def _samples(trace, observed: bool | None = None):
@@ -129,7 +169,7 @@ def joint_log_weights(model: Callable, guide: Callable, *args, num_samples: int 
     The importance weight of draw s is ``log_p[s] - log_q[s]``; their logsumexp minus
     log S estimates log p(x).
     """
-    model_trace, guide_trace, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
+    model_trace, guide_trace, _, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
     log_p = sum(_sum_per_draw(s, dim) for _, s in _samples(model_trace))
     log_q = sum(_sum_per_draw(s, dim) for _, s in _samples(guide_trace, observed=False))
     if not torch.is_tensor(log_q):
@@ -230,7 +270,7 @@ def posterior_draws(model: Callable, guide: Callable, *args, num_samples: int = 
                     **kwargs) -> dict[str, torch.Tensor]:
     """``num_samples`` joint draws of the guide's latents, ``{site: (S, ...)}``, from one
     vectorized pass: global sites, and local ones if ``include_local``."""
-    model_trace, guide_trace, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
+    model_trace, guide_trace, _, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
     return {k: torch.as_tensor(v[0]) for k, v in _posterior(model_trace, guide_trace, dim, include_local).items()}
 
 
@@ -246,7 +286,8 @@ def to_inference_data(model: Callable, guide: Callable, *args, num_samples: int 
     the drawn locals), ``posterior_predictive`` (fresh observations under each draw)
     and ``observed_data``. One chain of ``num_samples`` draws.
     """
-    model_trace, guide_trace, dim = _vectorized_traces(model, guide, num_samples, args, kwargs)
+    model_trace, guide_trace, predictive, dim = _vectorized_traces(model, guide, num_samples, args, kwargs,
+                                                                   predictive=True)
     posterior = _posterior(model_trace, guide_trace, dim, include_local)
     log_q = sum(_sum_per_draw(site, dim) for _, site in _samples(guide_trace, observed=False))
     log_lik, obs_data, log_p = {}, {}, 0.0
@@ -255,9 +296,6 @@ def to_inference_data(model: Callable, guide: Callable, *args, num_samples: int 
         if site["is_observed"]:
             log_lik[name] = _chain_draw(site, "log_prob", dim)
             obs_data[name] = site["value"].detach().cpu().double().numpy()
-    with torch.no_grad(), pyro.validation_enabled(False):
-        predictive = poutine.trace(poutine.uncondition(poutine.replay(_draws(model, num_samples, dim),
-                                                                      trace=guide_trace))).get_trace(*args, **kwargs)
     post_pred = {name: _chain_draw(predictive.nodes[name], "value", dim) for name in obs_data}
     stats = {"log_p": log_p.double().cpu().numpy()[None], "log_q": log_q.double().cpu().numpy()[None]}
     stats["log_weight"] = stats["log_p"] - stats["log_q"]

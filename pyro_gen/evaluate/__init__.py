@@ -6,7 +6,8 @@
 """
 
 from .bounds import BoundCheck, check_bounds
-from .estimates import Estimate, active_units, elbo, kl_per_dim, log_likelihood, per_point_log_weights, plate_nesting
+from .estimates import Estimate, active_units, elbo, kl_per_dim, log_likelihood, log_weights, per_point_log_weights, \
+    plate_nesting
 
-__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "per_point_log_weights", "plate_nesting",
+__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights", "plate_nesting",
            "BoundCheck", "check_bounds"]

@@ -10,10 +10,13 @@
 - :func:`kl_per_dim`: E_x KL(q(z_u | x) || p(z_u)) for each latent dimension (of q's
   marginals, for a full-covariance Gaussian guide).
 
-All functions take ``model(x)`` / ``guide(x)`` Pyro functions whose data plate is
-shared by every latent site (one local latent per data point), as in a VAE. ``elbo``
-and ``log_likelihood`` also take a tuple of tensors sharing N, passed to
-``model(*data)``: padded sequences ``(x, lengths)`` give one value per sequence.
+``elbo`` and ``log_likelihood`` take any model/guide pair: with one local latent per data
+point (a data plate shared by every latent site, as in a VAE) they report per-point values
+with the SE over points; with latents shared by the data (global, as in a Bayesian
+regression with an AutoGuide) they score the whole data set and report it per point. They
+take a tensor or a tuple of tensors sharing N, passed to ``model(*data)``: padded sequences
+``(x, lengths)`` give one value per sequence, ``(x, y)`` a regression's inputs and outputs.
+``active_units`` and ``kl_per_dim`` are for amortized (local) guides.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
 from ..data import check_batch, check_data
-from ..infer.objectives import RenyiBound, prepare
+from ..infer.objectives import RenyiBound, devectorized, prepare
+from ..infer.particles import with_particles
 from ..infer.progress import progress_bar
 
-__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "per_point_log_weights"]
+__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights"]
 
 
 @dataclass
@@ -83,35 +87,68 @@ def plate_nesting(model, guide, x) -> int:
 
 
 @torch.no_grad()
+def log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i | x) for k draws: shape (k, N) when every latent is local to
+    its data point, (k,) when some latent is shared by the data (global latents: the weights
+    are those of the whole data set). Vectorized over particles where the model broadcasts,
+    one particle at a time where it does not (logged once)."""
+    batch = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    if max_plate_nesting is None:
+        max_plate_nesting = plate_nesting(model, guide, batch)
+    bound = RenyiBound(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
+    with pyro.validation_enabled(False):
+        return with_particles(model, k, "log weights", lambda: bound.log_weights(model, guide, *batch),
+                              lambda: devectorized(bound).log_weights(model, guide, *batch))
+
+
+def _is_local(log_w: torch.Tensor, n: int) -> bool:
+    """One weight per particle and data point: (k, N), possibly with singleton plate dims between."""
+    return log_w.dim() >= 2 and log_w.shape[-1] == n and log_w.numel() == log_w.shape[0] * n
+
+
+@torch.no_grad()
 def per_point_log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None) -> torch.Tensor:
     """log p(x_n, z_ni) - log q(z_ni | x_n), shape (k, N), from one vectorized pass.
 
     ``x`` is a tensor or a tuple of tensors (``model(*x)``)."""
     batch = tuple(x) if isinstance(x, (tuple, list)) else (x,)
     n = batch[0].shape[0]
-    if max_plate_nesting is None:
-        max_plate_nesting = plate_nesting(model, guide, batch)
-    bound = RenyiBound(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
-    with pyro.validation_enabled(False):
-        log_w = bound.log_weights(model, guide, *batch)
-    if log_w.shape[-1] != n:
+    log_w = log_weights(model, guide, batch, k, max_plate_nesting)
+    if not _is_local(log_w, n):
         raise ValueError(
-            f"log weights have shape {tuple(log_w.shape)}, expected (k, {n}): evaluation needs one "
-            "local latent per data point inside a data plate shared by all sites"
-        )
+            f"log weights have shape {tuple(log_w.shape)}, expected (k, {n}): per-point weights need one local "
+            "latent per data point inside a data plate shared by all sites; this model has latents shared by the "
+            "data (global), for which evaluate.elbo and evaluate.log_likelihood estimate the whole data set's "
+            "evidence")
     return log_w.reshape(-1, n)
 
 
+def _whole_data(values: torch.Tensor, n: int, se: float) -> Estimate:
+    """An estimate for the data set as a whole (global latents), reported per data point."""
+    return Estimate(values.item() / n, se / n, n)
+
+
 def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Estimate:
-    """The ELBO per data point (averaged over ``num_samples`` draws of z), with its SE."""
+    """The ELBO per data point (averaged over ``num_samples`` draws of z), with its SE.
+
+    For local latents the SE is over data points. Where some latent is shared by the data
+    (a global latent), the data are scored as a whole: the ELBO of the whole data set
+    divided by N, with the Monte Carlo SE over the ``num_samples`` draws (nan for one draw).
+    """
     batch = check_batch(data)
     n = len(batch[0])
     mods, was = _modules_eval(model, guide)
     try:
         vals, nesting = [], plate_nesting(model, guide, batch)
         for i in range(0, n, batch_size):
-            lw = per_point_log_weights(model, guide, _rows(batch, i, i + batch_size), num_samples, nesting)
-            vals.append(lw.mean(0))
+            rows = _rows(batch, i, i + batch_size)
+            lw = log_weights(model, guide, rows, num_samples, nesting)
+            if not _is_local(lw, len(rows[0])):
+                lw = lw if len(rows[0]) == n else log_weights(model, guide, batch, num_samples, nesting)
+                lw = lw.double().reshape(-1)
+                se = lw.std().item() / math.sqrt(len(lw)) if len(lw) > 1 else float("nan")
+                return _whole_data(lw.mean(), n, se)
+            vals.append(lw.reshape(len(lw), -1).mean(0))
     finally:
         _restore(mods, was)
     return _estimate(torch.cat(vals))
@@ -126,6 +163,10 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     numbers per data tensor, ~16 MB: larger passes are slower on CPU, bound by memory
     traffic) and merged with a running logsumexp. ``progress`` shows a tqdm bar over
     batches of data points.
+
+    Where some latent is shared by the data (global latents), the k particles score the
+    whole data set at once: the result is log p(x_1..N) / N, with the delta-method SE of
+    the importance-sampling estimate.
 
     References:
         Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, App. B.
@@ -146,13 +187,30 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
             done = 0
             while done < k:
                 c = min(chunk, k - done)
-                lw = per_point_log_weights(model, guide, x, c, nesting).double()
-                acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+                lw = log_weights(model, guide, x, c, nesting).double()
+                if not _is_local(lw, len(x[0])):
+                    return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting)
+                acc = torch.logaddexp(acc, torch.logsumexp(lw.reshape(len(lw), -1), 0))
                 done += c
             out.append(acc - math.log(k))
     finally:
         _restore(mods, was)
     return _estimate(torch.cat(out))
+
+
+def _whole_data_log_likelihood(model, guide, batch, k: int, chunk: int, nesting: int) -> Estimate:
+    """IWAE-k of the whole data set, log (1/k) sum_i w_i, with the delta-method SE
+    sqrt(Var(w) / k) / mean(w), computed in log space."""
+    parts, done = [], 0
+    while done < k:
+        c = min(chunk, k - done)
+        parts.append(log_weights(model, guide, batch, c, nesting).double().reshape(-1))
+        done += c
+    lw = torch.cat(parts)
+    log_mean = torch.logsumexp(lw, 0) - math.log(k)
+    ratio = (lw - log_mean).exp()  # w_i / mean(w)
+    se = math.sqrt(((ratio - 1) ** 2).mean().item() / k) if k > 1 else float("nan")
+    return _whole_data(log_mean, len(batch[0]), se)
 
 
 def _latent_sites(model, guide, x):

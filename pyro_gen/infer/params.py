@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import pyro
 import torch
 
-__all__ = ["modules_of", "parameters_of", "param_store_names", "get_state", "load_state"]
+__all__ = ["modules_of", "parameters_of", "param_store_names", "get_state", "load_state", "rename_on_load"]
 
 
 def modules_of(*fns: Callable) -> list[torch.nn.Module]:
@@ -25,13 +25,25 @@ def modules_of(*fns: Callable) -> list[torch.nn.Module]:
     return found
 
 
-def param_store_names(model: Callable, guide: Callable, args: tuple) -> list[str]:
-    """Names of the ``pyro.param`` sites of guide and model that live in Pyro's param store."""
+def param_store_names(model: Callable, guide: Callable, args: tuple,
+                      modules: Sequence[torch.nn.Module] = ()) -> list[str]:
+    """Names of the ``pyro.param`` sites of guide and model that live in Pyro's param store and
+    are not parameters of ``modules`` (which train as the modules' own).
+
+    Under ``module_local_params=False`` a PyroModule registers its networks in the global store
+    (``pyro.module``); a store that still holds another instance's tensors under the same names
+    must not add them to this run's optimizer or checkpoint, so module-owned sites are skipped.
+    """
+    owned = {id(p) for m in modules for p in m.parameters()}
     with pyro.poutine.block(), torch.no_grad():
         names = []
         for fn in (guide, model):
             tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
-            names += [n for n, s in tr.nodes.items() if s["type"] == "param" and n not in names]
+            for name, site in tr.nodes.items():
+                init = site["args"][1] if len(site["args"]) > 1 else None
+                if site["type"] != "param" or name in names or (init is not None and id(init) in owned):
+                    continue
+                names.append(name)
     # A PyroModule's own nn.Parameters (an AutoGuide's loc, say) show up as param sites too, but
     # under module_local_params they live in the module, which parameters_of already covers.
     store = pyro.get_param_store()
@@ -72,3 +84,15 @@ def load_state(modules: Sequence[torch.nn.Module], state: dict) -> None:
     with torch.no_grad():
         for name, value in state["param_store"].items():
             store[name].copy_(value)
+
+
+def rename_on_load(module: torch.nn.Module, renamed: dict[str, str]) -> None:
+    """Let ``module.load_state_dict`` accept state dicts saved before parameters were renamed
+    (``renamed`` maps old names to new ones)."""
+
+    def hook(state_dict, prefix, *args, **kwargs):
+        for old, new in renamed.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+    module._register_load_state_dict_pre_hook(hook)

@@ -27,6 +27,7 @@ from ..data import check_batch
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .params import get_state, load_state, modules_of, param_store_names, parameters_of
+from .particles import with_particles
 from .schedules import make_optimizer, make_scheduler, step_scheduler
 
 __all__ = ["Run", "FitResult", "NonFiniteLossError"]
@@ -85,6 +86,7 @@ class Run:
         self.checkpoint_every, self.max_steps, self.max_seconds = checkpoint_every, max_steps, max_seconds
         self.device = torch.device(device)
         self.elbo = _objectives.get(objective)
+        self.sequential = _objectives.devectorized(self.elbo)  # for models that do not broadcast over particles
         self.train = tuple(t.to(self.device) for t in check_batch(train_data, "train_data"))
         self.val = (tuple(t.to(self.device) for t in check_batch(val_data, "val_data"))
                     if val_data is not None else None)
@@ -101,7 +103,7 @@ class Run:
             m.train()
         # One forward pass creates any lazily initialized pyro.param; then the parameter list is complete.
         first = tuple(t[: min(batch_size, len(t))] for t in self.train)
-        self.store_names = param_store_names(model, guide, first)
+        self.store_names = param_store_names(model, guide, first, self.modules)
         _objectives.prepare(self.elbo, model, guide, *first)
         self.params = parameters_of(self.modules, self.store_names)
         if not self.params:
@@ -181,9 +183,18 @@ class Run:
 
     def batch_loss(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
         """The objective's loss per data point, with latent sites weighted by ``weight``."""
-        scale = _objectives.LatentScale(weight) if weight != 1.0 else contextlib.nullcontext()
-        with scale:
-            return self.elbo.differentiable_loss(self.model, self.guide, *batch) / len(batch[0])
+        if weight != 1.0:
+            with _objectives.LatentScale(weight):
+                return self.loss(batch) / len(batch[0])
+        return self.loss(batch) / len(batch[0])
+
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The objective's loss on ``batch``: particles vectorized where the model broadcasts."""
+        if self.sequential is None:
+            return self.elbo.differentiable_loss(self.model, self.guide, *batch)
+        return with_particles(self.model, self.elbo.num_particles, "fit",
+                              lambda: self.elbo.differentiable_loss(self.model, self.guide, *batch),
+                              lambda: self.sequential.differentiable_loss(self.model, self.guide, *batch))
 
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> float:
         """One optimizer step on ``batch``; a NaN or inf loss stops the run before any update."""

@@ -77,7 +77,7 @@ def _quadrature_log_likelihood(net, x):
                 logits.expand(len(xt), -1, -1), xt.double().unsqueeze(1).expand(-1, len(grid), -1),
                 reduction="none").sum(-1)
 
-        first = step(net.z_0.double())[0] + emit(x[:, 0])  # (N, G): log p(z_1, x_1)
+        first = step(net.z_init.double())[0] + emit(x[:, 0])  # (N, G): log p(z_1, x_1)
         second = step(grid) + 0  # (G, G): log p(z_2 | z_1)
         joint = first.unsqueeze(-1) + second.unsqueeze(0) + emit(x[:, 1]).unsqueeze(1)  # (N, G1, G2)
         out = torch.logsumexp(joint.flatten(1), -1) + 2 * dz.log()

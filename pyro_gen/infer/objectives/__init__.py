@@ -20,6 +20,7 @@ and whose gradient is the estimator's.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
@@ -34,7 +35,7 @@ from .rws import RWS_ELBO
 
 __all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "enum", "get", "names", "describe",
            "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale", "detached_parameters",
-           "prepare"]
+           "prepare", "devectorized"]
 
 
 def trace(num_particles: int = 1) -> ELBO:
@@ -140,3 +141,15 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
             raise ValueError(f"objective {spec!r}: the part after ':' must be an integer number of particles") from None
         return build(n)
     return build(particles) if particles is not None else build()
+
+
+
+def devectorized(elbo: ELBO) -> ELBO | None:
+    """The same objective drawing its particles one at a time (Pyro's ``vectorize_particles=False``),
+    or None where there is nothing to change (one particle) or no such form (DReG and RWS need
+    all particles in one trace)."""
+    if not getattr(elbo, "vectorize_particles", False) or isinstance(elbo, (DReG_ELBO, RWS_ELBO)):
+        return None
+    clone = copy.copy(elbo)
+    clone.vectorize_particles = False
+    return clone

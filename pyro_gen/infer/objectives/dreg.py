@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Callable, Iterator
 
 import pyro
@@ -49,7 +50,10 @@ def detached_parameters(modules: list[torch.nn.Module]) -> Iterator[None]:
                     saved.append((sub, name, p))
                     sub._parameters[name] = p.detach()
     try:
-        with _DetachParams():
+        # Under module_local_params=False a PyroModule re-registers its submodules with
+        # pyro.module, which warns about every (detached, so requires_grad=False) parameter.
+        with _DetachParams(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store because requires_grad=False")
             yield
     finally:
         for sub, name, p in saved:
