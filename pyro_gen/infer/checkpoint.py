@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not tempfile.mkstemp: it creates the file 0600, and the rename would keep that. Created with
+    # O_EXCL and mode 0666, the file gets the user's umask, like any other output.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -55,7 +58,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {type(e).__name__}: {e}") from e
+        # torch's own text goes on to advise weights_only=False, which is unsafe for an untrusted
+        # file and useless for a damaged one: keep only what went wrong. The cause stays chained.
+        text = str(e).strip()
+        if "weights only" in text.lower() or "weights_only" in text:
+            why = "it holds objects other than tensors and plain containers, which are never unpickled"
+        else:
+            why = f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (damaged, truncated, or not a pyro_gen checkpoint: {why}). It is the only "
+            f"checkpoint of its run folder, so there is no earlier good one to fall back to: start the run again "
+            f"without resume, or restore the file from a copy") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro_gen checkpoint (expected format {FORMAT!r})")
     return state

@@ -25,29 +25,37 @@ def modules_of(*fns: Callable) -> list[torch.nn.Module]:
     return found
 
 
-def param_store_names(model: Callable, guide: Callable, args: tuple,
-                      modules: Sequence[torch.nn.Module] = ()) -> list[str]:
+def param_store_names(model: Callable, guide: Callable, args: tuple, modules: Sequence[torch.nn.Module] = (),
+                      enumerated: bool = False):
     """Names of the ``pyro.param`` sites of guide and model that live in Pyro's param store and
     are not parameters of ``modules`` (which train as the modules' own).
 
     Under ``module_local_params=False`` a PyroModule registers its networks in the global store
     (``pyro.module``); a store that still holds another instance's tensors under the same names
     must not add them to this run's optimizer or checkpoint, so module-owned sites are skipped.
+    With ``enumerated``, also returns the model's sample sites marked for enumeration that the
+    guide does not sample (seen in the same pass, which costs no extra random numbers).
     """
     owned = {id(p) for m in modules for p in m.parameters()}
     with pyro.poutine.block(), torch.no_grad():
-        names = []
+        names, traces = [], []
         for fn in (guide, model):
-            tr = pyro.poutine.trace(fn, param_only=True).get_trace(*args)
-            for name, site in tr.nodes.items():
-                init = site["args"][1] if len(site["args"]) > 1 else None
+            traces.append(pyro.poutine.trace(fn).get_trace(*args))
+            for name, site in traces[-1].nodes.items():
+                init = site["args"][1] if site["type"] == "param" and len(site["args"]) > 1 else None
                 if site["type"] != "param" or name in names or (init is not None and id(init) in owned):
                     continue
                 names.append(name)
     # A PyroModule's own nn.Parameters (an AutoGuide's loc, say) show up as param sites too, but
     # under module_local_params they live in the module, which parameters_of already covers.
     store = pyro.get_param_store()
-    return [n for n in names if n in store]
+    names = [n for n in names if n in store]
+    if not enumerated:
+        return names
+    guide_sites = {n for n, s in traces[0].nodes.items() if s["type"] == "sample"}
+    marked = [n for n, s in traces[1].nodes.items() if s["type"] == "sample" and not s["is_observed"]
+              and s["infer"].get("enumerate") and n not in guide_sites]
+    return names, marked
 
 
 def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:

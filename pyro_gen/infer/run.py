@@ -14,6 +14,7 @@ and tensors) and the random-number states, so a checkpoint holds all of it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 import pyro
 import torch
+from pyro.infer import TraceEnum_ELBO
 
 from ..data import check_batch
 from . import objectives as _objectives
@@ -31,6 +33,8 @@ from .particles import with_particles
 from .schedules import make_optimizer, make_scheduler, step_scheduler
 
 __all__ = ["Run", "FitResult", "NonFiniteLossError"]
+
+_LOG = logging.getLogger("pyro_gen")
 
 # What a checkpoint keeps of Run.state, besides parameters, optimizer, scheduler and RNG states.
 _CHECKPOINTED = ("epoch", "step", "seconds", "history", "bad_epochs", "best_val", "best_epoch", "best", "perm", "pos",
@@ -103,7 +107,12 @@ class Run:
             m.train()
         # One forward pass creates any lazily initialized pyro.param; then the parameter list is complete.
         first = tuple(t[: min(batch_size, len(t))] for t in self.train)
-        self.store_names = param_store_names(model, guide, first, self.modules)
+        self.store_names, enumerated = param_store_names(model, guide, first, self.modules, enumerated=True)
+        if enumerated and not isinstance(self.elbo, TraceEnum_ELBO):
+            raise ValueError(
+                f"the model marks {', '.join(map(repr, enumerated))} for enumeration (infer={{'enumerate': ...}}), "
+                f"which objective {_objectives.describe(self.elbo)} ignores: it would sample them instead of summing them "
+                "out. Use objective 'enum' (TraceEnum_ELBO), or drop the mark")
         _objectives.prepare(self.elbo, model, guide, *first)
         self.params = parameters_of(self.modules, self.store_names)
         if not self.params:
@@ -130,8 +139,11 @@ class Run:
         return self.state["epoch"] + (self.state["pos"] / self.n if self.state["perm"] is not None else 0)
 
     def resume(self) -> None:
-        """Continue from ``out/checkpoint.pt`` if it exists: parameters, optimizer, RNGs, position."""
+        """Continue from ``out/checkpoint.pt``: parameters, optimizer, RNGs, position. Where there is no
+        checkpoint yet (a first run under a script that always resumes) it says so in one line and
+        starts a new run; where there is one it says the epoch and step it continues from."""
         if self.ckpt_path is None or not self.ckpt_path.exists():
+            _LOG.warning("resume: no checkpoint at %s; starting a new run", self.ckpt_path)
             return
         ck = load_checkpoint(self.ckpt_path, map_location="cpu")  # RNG states must stay on the CPU
         must_match = ["objective", "batch_size", "n_train"]
@@ -143,6 +155,7 @@ class Run:
                     f"{self.ckpt_path} was made with {key}={ck['config'].get(key)!r}, this run has "
                     f"{self.config[key]!r}: resume needs the same objective, batch size and data (and epochs under "
                     "a cosine schedule)")
+        _check_shapes(self.ckpt_path, self.modules, ck["state"])
         load_state(self.modules, ck["state"])
         self.opt.load_state_dict(ck["optimizer"])
         if self.sched is not None and ck["scheduler"] is not None:
@@ -154,6 +167,8 @@ class Run:
         self.state.update({k: ck[k] for k in self.state if k in ck})
         self.state["ckpt_epoch"] = self.position()
         self.history = self.state["history"]
+        _LOG.warning("resume: continuing from %s at epoch %g, step %d", self.ckpt_path, self.position(),
+                     self.state["step"])
 
     def checkpoint(self) -> None:
         """Write ``out/checkpoint.pt`` atomically (nothing without ``out``)."""
@@ -324,3 +339,18 @@ def validation_loss(elbo, model, guide, data, batch_size, beta, modules) -> floa
     for m in modules:
         m.train()
     return total / n
+
+
+def _check_shapes(path, modules, state: dict) -> None:
+    """A checkpoint of another architecture: one line naming the first parameter whose shape differs."""
+    for i, (module, saved) in enumerate(zip(modules, state["modules"])):
+        own = module.state_dict()
+        for name, value in saved.items():
+            if name in own and tuple(own[name].shape) != tuple(value.shape):
+                raise CheckpointError(
+                    f"{path} holds another architecture: parameter {name!r} has shape {tuple(value.shape)} there and "
+                    f"{tuple(own[name].shape)} in this model; resume needs the model it was written with")
+        missing = sorted(set(own) - set(saved))
+        if missing:
+            raise CheckpointError(f"{path} holds another architecture: it has no parameter {missing[0]!r} "
+                                  "of this model; resume needs the model it was written with")

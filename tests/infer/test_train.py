@@ -183,9 +183,11 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path, digits):
     m = _vae()
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="corrupt") as err:
         fit(m.model, m.guide, digits.train[:50], out=tmp_path, resume=True, progress=False)
     assert ckpt.read_bytes() == b"not a checkpoint at all"
+    # one clear message: no torch advice to load untrusted files with weights_only=False
+    assert "weights_only" not in str(err.value) and "no earlier good one" in str(err.value)
 
 
 class _Payload:
@@ -289,3 +291,53 @@ def test_without_validation_the_best_state_is_the_last(digits):
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in res.best_state["modules"][0].items())
     with pytest.raises(ValueError, match="patience must be >= 1"):
         fit(m.model, m.guide, digits.train[:200], epochs=3, patience=0, progress=False)
+
+
+def test_outputs_get_the_users_umask_permissions(tmp_path, digits):
+    m = _vae()
+    old = os.umask(0o022)
+    try:
+        fit(m.model, m.guide, digits.train[:50], epochs=1, out=tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.pt", "metrics.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_without_a_checkpoint_says_so_and_starts_new(tmp_path, digits, caplog):
+    m = _vae()
+    with caplog.at_level("WARNING", logger="pyro_gen"):
+        fit(m.model, m.guide, digits.train[:50], epochs=1, out=tmp_path / "typo", resume=True, progress=False)
+    assert any("no checkpoint at" in r.getMessage() and "starting a new run" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pyro_gen"):
+        fit(m.model, m.guide, digits.train[:50], epochs=2, out=tmp_path / "typo", resume=True, progress=False)
+    assert any("continuing from" in r.getMessage() and "epoch 1, step 1" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_another_architecture_names_the_parameter_and_shapes(tmp_path, digits):
+    m = _vae()
+    fit(m.model, m.guide, digits.train[:50], epochs=1, out=tmp_path, progress=False)
+    torch.manual_seed(0)
+    other = VAE(64, 4, (16,))
+    with pytest.raises(CheckpointError, match=r"another architecture: parameter '.*' has shape \(32, 64\) there and "
+                                              r"\(16, 64\) in this model"):
+        fit(other.model, other.guide, digits.train[:50], epochs=2, out=tmp_path, resume=True, progress=False)
+
+
+def test_an_objective_that_ignores_enumeration_is_refused():
+    def model(x):
+        weights = pyro.param("w", torch.tensor([0.3, 0.7]), constraint=dist.constraints.simplex)
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(weights), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(torch.tensor([-2.0, 2.0])[c], 1.0), obs=x[:, 0])
+
+    def guide(x):
+        pass
+
+    x = torch.randn(20, 1)
+    for objective in ("trace", "iwae:5"):
+        with pytest.raises(ValueError, match="marks 'c' for enumeration.*Use objective 'enum'"):
+            fit(model, guide, x, objective=objective, epochs=1, progress=False)
+    fit(model, guide, x, objective="enum", epochs=1, progress=False)  # the objective that sums it out
