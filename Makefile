@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ppca_exact.py
 	$(PY) benchmarks/topics_20ng.py
 	$(PY) benchmarks/hmm_jsb.py
+	$(PY) benchmarks/dmm_iaf_speed.py
 	$(PY) benchmarks/flows_speed.py
 	$(PY) benchmarks/vae_quality.py --guides diagonal,planar,iaf,sylvester --flow-prior spline --out runs/bench_quality_flows
 	$(PY) benchmarks/flows_energy.py --toy --jobs 2

@@ -106,6 +106,9 @@ def vae_problem(data: str = "digits", data_root=None, z_dim: int = 8, seed: int 
                    local=True, batch_size=100, lr=1e-3)
 
 
+SMOKE_STEPS, SMOKE_EVAL_K = 30, 20
+NUTS_PROBLEMS = ("regression",)  # the problems whose Problem has an mcmc reference
+
 # A command line needs names: each takes the parsed arguments and returns a Problem.
 PROBLEMS: dict[str, Callable[[argparse.Namespace], Problem]] = {
     "regression": lambda a: regression_problem(seed=a.data_seed, smoke=a.smoke),
@@ -130,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the simulated data or the data split")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (small models run fastest on 1; default: torch's choice)")
-    p.add_argument("--smoke", action="store_true", help="tiny settings for a quick check")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny settings for a quick check: smaller data, a budget of at most {SMOKE_STEPS} steps, "
+                        f"eval-k at most {SMOKE_EVAL_K}")
     p.add_argument("--out", required=True)
     return p
 
@@ -142,9 +147,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     budget = Budget.parse(args.budget)
+    if args.smoke:  # a quick check, whatever budget was asked for
+        budget = Budget("steps", SMOKE_STEPS) if budget.kind != "steps" or budget.value > SMOKE_STEPS else budget
+        args.eval_k = min(args.eval_k, SMOKE_EVAL_K)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     problem = PROBLEMS[args.problem](args)
+    if args.nuts and problem.mcmc is None:
+        raise ValueError(f"--nuts compares VI with NUTS on a model with global latents; problem {args.problem!r} has "
+                         f"none to sample (valid choices with --nuts: {', '.join(NUTS_PROBLEMS)})")
     if not args.nuts:
         problem.mcmc = None
     objective_names = [o for o in args.objectives.split(",") if o]

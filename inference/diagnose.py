@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_obj, ds, config = load_run(args.run, args.data_root)
     out = Path(args.out) if args.out else Path(args.run) / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
-    x = ds.test[:args.n]
+    subset = data_lib.random_subset(len(ds.test), args.n, args.seed)  # across the split, not its head
+    x = ds.test[subset]
     pyro.set_rng_seed(args.seed)
     with torch.no_grad():
         ps = diagnostics.psis(model_obj.model, model_obj.guide, x, num_samples=args.k, per_point=True)
@@ -95,13 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
             summary["figures"]["worst_points"] = str(image_grid(
                 x[worst], ds.image_shape, out / "worst_points.png",
                 title="held-out points with the largest k-hat (worst first)"))
-        idata = diagnostics.to_inference_data(model_obj.model, model_obj.guide, x[:min(len(x), 100)],
+        idata = diagnostics.to_inference_data(model_obj.model, model_obj.guide, x[:min(len(x), 100)],  # random too
                                               num_samples=args.draws, include_local=True)
     summary["inference_data"] = str(diagnostics.save_inference_data(idata, out / "posterior.nc"))
     ppc = diagnostics.posterior_predictive_check(idata, out / "ppc.png")
     summary["figures"]["ppc"] = ppc.pop("figure")
     summary["ppc"] = ppc
-    summary.update(run=str(args.run), model=config["model"], data=config["data"], n=len(x), k=args.k)
+    summary.update(run=str(args.run), model=config["model"], data=config["data"], n=len(x), k=args.k,
+                   subset={"n": len(x), "of": len(ds.test), "seed": args.seed})
     write_json(summary["psis"], out / "psis.json")
     write_json(ppc, out / "ppc.json")
     write_json(summary, out / "diagnostics.json")

@@ -34,6 +34,10 @@ from pyro_gen.infer.train import SCHEDULES, fit
 __all__ = ["MODELS", "build_parser", "main"]
 
 
+# Points of the test split drawn for the figures (a seeded random sample, across the classes).
+FIGURE_POINTS = 2000
+
+
 def _vae(args, ds: data_lib.Dataset):
     from models.vae import VAE
 
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--eval-k", type=int, default=1000, help="importance samples for the test log-likelihood")
-    p.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N test points only")
+    p.add_argument("--eval-n", type=int, default=None,
+                   help="evaluate on a random sample of N test points (seeded by --seed, recorded in metrics.json)")
     ppca = p.add_argument_group("probabilistic PCA (model ppca; also uses --latent-dim, --hidden)")
     ppca.add_argument("--ppca-encoder", default="linear", choices=["linear", "mlp"],
                       help="amortized encoder of the guide's mean")
@@ -196,15 +201,19 @@ def main(argv: list[str] | None = None) -> dict:
     test = ds.test.to(args.device)
     # a model with global latents (Bayesian PCA) is evaluated per point at their posterior mean
     model_obj = model_obj.for_evaluation() if hasattr(model_obj, "for_evaluation") else model_obj
+    # Subsets are seeded random samples of the whole split (never its head: binarized MNIST's test
+    # split is sorted by class); their seed is recorded in metrics.json.
     evaluation = evaluate_model(model_obj, test, k=args.eval_k, max_points=args.eval_n,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, seed=args.seed)
+    eval_idx = data_lib.random_subset(len(test), args.eval_n, args.seed).to(test.device)
     labels = ds.labels.get("test")
     if hasattr(model_obj, "exact_log_likelihood"):  # closed-form log p(x): the line the bounds sit below
-        exact = model_obj.exact_log_likelihood(test[:args.eval_n] if args.eval_n else test)
+        exact = model_obj.exact_log_likelihood(test[eval_idx])
         evaluation.update(exact_log_likelihood=exact.mean().item(),
                           exact_log_likelihood_se=(exact.std() / len(exact) ** 0.5).item())
-    figures = model_figures(model_obj, test[:2000], labels[:2000] if labels is not None else None,
-                            ds.image_shape, out)
+    fig_idx = data_lib.random_subset(len(test), FIGURE_POINTS, args.seed)
+    figures = model_figures(model_obj, test[fig_idx.to(test.device)],
+                            labels[fig_idx] if labels is not None else None, ds.image_shape, out)
     from pyro_gen.figures.plots import training_curves
 
     figures["training_curves"] = str(training_curves({args.objective: result.history}, out / "training_curves.png"))
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "stopped": result.stopped, "steps": result.steps, "train_seconds": result.seconds, "wall_seconds": wall,
         "test": evaluation, "figures": figures, "checkpoint": str(out / "checkpoint.pt"),
+        "figures_subset": {"n": len(fig_idx), "of": len(test), "seed": args.seed},
     }
     write_json(metrics, out / "metrics.json")
     print(f"test ELBO {evaluation['elbo']:.2f} ± {evaluation['elbo_se']:.2f}, log-likelihood (IWAE-{args.eval_k}) "
@@ -231,7 +241,8 @@ def _topic_evaluation(model_obj, ds: data_lib.Dataset, test: torch.Tensor, evalu
     corpus = torch.cat([ds.train, ds.val, ds.test])
     vocab = ds.vocab or [str(i) for i in range(ds.dim)]
     report = topics.topic_report(model_obj.topic_word().detach().cpu(), vocab, corpus, out)
-    ppl = topics.perplexity_from(evaluation["log_likelihood"], test[: evaluation["n"]].cpu(), evaluation["k"])
+    idx = data_lib.random_subset(len(test), evaluation["n"], evaluation["subset"]["seed"] or 0)  # what was evaluated
+    ppl = topics.perplexity_from(evaluation["log_likelihood"], test[idx.to(test.device)].cpu(), evaluation["k"])
     report["perplexity"] = ppl.perplexity
     print(f"topics: mean NPMI {report['npmi']:.3f}, held-out perplexity {ppl.perplexity:.1f} "
           f"(IWAE-{ppl.k}); top words in {report['table']}", file=sys.stderr)
@@ -250,8 +261,8 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
         return x.to(args.device), lengths.to(args.device)
 
     train, val, test = split("train"), split("val"), split("test")
-    if args.eval_n:
-        test = (test[0][: args.eval_n], test[1][: args.eval_n])
+    subset = data_lib.random_subset(len(test[0]), args.eval_n, args.seed).to(test[0].device)  # across the split
+    test = (test[0][subset], test[1][subset])
     t0 = time.perf_counter()
     result = fit(model_obj.model, model_obj.guide, train, objective=objective, epochs=args.epochs,
                  batch_size=args.batch_size, lr=args.lr, val_data=val, val_batch_size=len(val[0]),
@@ -275,6 +286,7 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
                             batch_size=max(1, 2000 // args.eval_k), progress=not args.no_progress)
         log_p = torch.tensor(ll.mean * ll.n)
         evaluation = {"n": ll.n, "exact": False, "k": args.eval_k}
+    evaluation["subset"] = {"n": len(subset), "of": len(ds.test), "seed": args.seed if args.eval_n else None}
     evaluation["nll_per_step"] = nll_per_step(log_p, test[1])
     evaluation["time_steps"] = int(test[1].sum())
     metrics = {

@@ -24,6 +24,8 @@ References:
 
 from __future__ import annotations
 
+import copy
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -126,6 +128,10 @@ class DMM(PyroModule):
         self.z_q_init = nn.Parameter(torch.zeros(z_dim))  # the guide's
         rename_on_load(self, {"z_0": "z_init", "z_q_0": "z_q_init"})  # checkpoints from before the rename
 
+    def check_data(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Padded sequences this model can score, checked once before training or evaluation."""
+        check_sequences(x, lengths, "x", self.x_dim)
+
     @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         N, T, _ = x.shape
@@ -149,7 +155,11 @@ class DMM(PyroModule):
                 loc, scale = self.combiner(z, h[:, t])
                 q = dist.Normal(loc, scale).to_event(1)
                 if len(self.iafs):
-                    q = dist.TransformedDistribution(dist.Normal(loc, scale), list(self.iafs))
+                    # Each step gets shallow copies of the IAF layers (the same networks and parameters)
+                    # with a cache of their own: Pyro scores z_t after the whole guide has run, and by then
+                    # a shared layer's one-entry cache holds the last step's (x, y), so log q(z_t) would
+                    # invert the autoregressive transform, z_dim network passes per layer (7x per step).
+                    q = dist.TransformedDistribution(dist.Normal(loc, scale), [copy.copy(f) for f in self.iafs])
                 with poutine.mask(mask=mask[:, t]):
                     z = pyro.sample(f"z_{t}", q)
 

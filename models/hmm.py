@@ -230,6 +230,10 @@ class HMM(PyroModule):
 
     # --- the Pyro programs ----------------------------------------------------------------
 
+    def check_data(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Padded sequences this model can score, checked once before training or evaluation."""
+        check_sequences(x, lengths, "x", self.dim)
+
     @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         if self.method != "markov" and self.guide_type == "enum":

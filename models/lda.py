@@ -130,6 +130,12 @@ class _TopicModel(PyroModule):
         if x.dim() != 2 or x.shape[-1] != self.vocab_size:
             raise ValueError(f"documents must be word counts of shape (N, {self.vocab_size}), got {tuple(x.shape)}")
 
+    def check_data(self, x: torch.Tensor) -> None:
+        """Word counts this model can score, checked once before training or evaluation."""
+        self._check(x)
+        if (x < 0).any() or (x != x.round()).any():
+            raise ValueError("documents must hold non-negative whole word counts")
+
     def word_probs(self, theta: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 

@@ -45,6 +45,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.distributions import constraints, transform_to
 
+from pyro_gen.data import check_data
 from pyro_gen.exact import linear_gaussian
 
 __all__ = ["PPCA", "ENCODERS", "COVARIANCES", "LinearAutoencoder", "fit_linear_autoencoder", "synthetic_data",
@@ -123,6 +124,10 @@ class PPCA(PyroModule):
             self.flow = FlowStack(guide_flow, z_dim, flow_depth)
 
     # --- the two Pyro programs -------------------------------------------------------
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Data this model can score, checked once before training or evaluation: (N, x_dim) rows."""
+        check_data(x, "data", self.x_dim)
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:

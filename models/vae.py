@@ -39,6 +39,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from pyro_gen.data import check_data
 from pyro_gen.flows import FlowStack, check_family, conditional_flow_distribution
 
 __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIKELIHOODS"]
@@ -226,6 +227,15 @@ class VAE(PyroModule):
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]), self._kl_weight():
             pyro.sample("z", self.posterior(x))
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Data this VAE can score, checked once before training or evaluation: (N, x_dim) rows,
+        and values in [0, 1] for the Bernoulli and continuous-Bernoulli likelihoods."""
+        check_data(x, "data", self.x_dim)
+        if self.likelihood != "gaussian" and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"the {self.likelihood} likelihood needs values in [0, 1], but the data range over "
+                f"[{x.min().item():g}, {x.max().item():g}]: rescale them (x / x.max()), or use likelihood='gaussian'")
 
     # --- pieces of the model -----------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_data", "check_sequences", "check_batch", "time_mask"]
+__all__ = ["check_data", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset"]
 
 
 def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
@@ -79,3 +79,24 @@ def check_batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
         if not torch.is_tensor(t) or t.shape[0] != n:
             raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
     return tensors
+
+
+def check_for_models(batch: tuple[torch.Tensor, ...], modules) -> None:
+    """Let each model module that declares ``check_data(*batch)`` (its likelihood's support, its
+    input width) refuse data it cannot score, once and up front, with its own clear message,
+    before the data reach a network as a shape error deep in a Pyro trace."""
+    for module in modules:
+        check = getattr(module, "check_data", None)
+        if callable(check):
+            check(*batch)
+
+
+def random_subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
+    """Indices of a seeded random sample of ``n`` of ``n_total`` points (all of them, in order, when
+    ``n`` is None or not smaller), sorted. Evaluation subsets and figures come from across a split
+    this way, never from its head: binarized MNIST's test split, for one, is sorted by class."""
+    if n is None or n >= n_total:
+        return torch.arange(n_total)
+    if n < 1:
+        raise ValueError(f"a subset needs n >= 1 points, got {n}")
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values

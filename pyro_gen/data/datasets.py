@@ -86,10 +86,13 @@ def _cache_dir() -> Path:
 
 
 def data_roots(data_root: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
-    """The folders searched for data files, in order, each with where it came from."""
-    roots = []
+    """The folders searched for data files, in order, each with where it came from.
+
+    An explicit ``data_root`` is the only folder searched: a file missing there is an error
+    naming it, never a silent fall-back to ``$PYRO_GEN_DATA`` or the cache."""
     if data_root is not None:
-        roots.append((Path(data_root).expanduser(), "data_root argument"))
+        return [(Path(data_root).expanduser(), "data_root argument")]
+    roots = []
     env = os.environ.get("PYRO_GEN_DATA")
     if env:
         roots.append((Path(env).expanduser(), "$PYRO_GEN_DATA"))

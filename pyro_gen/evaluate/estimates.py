@@ -30,8 +30,9 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
-from ..data import check_batch, check_data
+from ..data import check_batch, check_data, check_for_models
 from ..infer.objectives import RenyiBound, devectorized, prepare
+from ..infer.params import modules_of
 from ..infer.particles import with_particles
 from ..infer.progress import progress_bar
 
@@ -62,8 +63,6 @@ def _estimate(values: torch.Tensor) -> Estimate:
 
 
 def _modules_eval(*fns):
-    from ..infer.params import modules_of
-
     mods = modules_of(*fns)
     was = [m.training for m in mods]
     for m in mods:
@@ -136,6 +135,7 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Est
     divided by N, with the Monte Carlo SE over the ``num_samples`` draws (nan for one draw).
     """
     batch = check_batch(data)
+    check_for_models(batch, modules_of(model, guide))
     n = len(batch[0])
     mods, was = _modules_eval(model, guide)
     try:
@@ -174,6 +174,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     batch = check_batch(data)
+    check_for_models(batch, modules_of(model, guide))
     n = len(batch[0])
     rows = max(1, min(batch_size, n))
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))

@@ -11,20 +11,26 @@ from typing import Mapping, Sequence
 import torch
 
 from .. import evaluate
+from ..data import random_subset
 from . import plots
 
 __all__ = ["evaluate_model", "model_figures", "markdown_table"]
 
 
 def evaluate_model(model_obj, test: torch.Tensor, k: int = 1000, max_points: int | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, seed: int = 0) -> dict:
     """Held-out ELBO and IWAE-k log-likelihood (each with its SE), active units and KL
-    per dimension, for a module with ``model``/``guide`` methods and a latent site ``z``."""
-    x = test[:max_points] if max_points else test
+    per dimension, for a module with ``model``/``guide`` methods and a latent site ``z``.
+
+    ``max_points`` evaluates a seeded random sample of the split (``seed``, recorded in the
+    result's ``subset``), never its head."""
+    idx = random_subset(len(test), max_points, seed)
+    x = test[idx.to(test.device)] if len(idx) < len(test) else test
     el = evaluate.elbo(model_obj.model, model_obj.guide, x)
     ll = evaluate.log_likelihood(model_obj.model, model_obj.guide, x, k=k, progress=progress)
     out = {"n": len(x), "k": k, "elbo": el.mean, "elbo_se": el.se, "log_likelihood": ll.mean,
-           "log_likelihood_se": ll.se}
+           "log_likelihood_se": ll.se,
+           "subset": {"n": len(x), "of": len(test), "seed": seed if len(x) < len(test) else None}}
     try:
         au = evaluate.active_units(model_obj.model, model_obj.guide, x)
         kl = evaluate.kl_per_dim(model_obj.model, model_obj.guide, x)

@@ -25,7 +25,7 @@ import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from ..data import check_batch
+from ..data import check_batch, check_for_models
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .params import get_state, load_state, modules_of, param_store_names, parameters_of
@@ -102,6 +102,9 @@ class Run:
         self.shuffle = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
 
         self.modules = modules_of(model, guide)
+        check_for_models(self.train, self.modules)
+        if self.val is not None:
+            check_for_models(self.val, self.modules)
         for m in self.modules:
             m.to(self.device)
             m.train()

@@ -210,3 +210,8 @@ def test_flows_speed_smoke():
         assert set(out[flow]) == {"pyro_gen_ms", "torch_ms", "ratio", "vs_diagonal"}
         assert all(_positive(v) for v in out[flow].values()), out[flow]
     assert (out["depth"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
+
+
+def test_dmm_iaf_speed_smoke():
+    out = _last_json(_run("dmm_iaf_speed.py", "--smoke", env=_env()))
+    assert set(out["seconds_per_step"]) == {"iafs_0", "iafs_2"} and out["ratio"] > 0 and out["data"] == "random"

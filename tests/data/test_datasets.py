@@ -44,12 +44,23 @@ def test_missing_file_names_the_file_and_every_place(tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_GEN_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(data.DataNotFoundError) as err:
-        data.load("binarized-mnist", data_root=tmp_path / "arg")
+        data.load("binarized-mnist")
     msg = str(err.value)
     assert "binarized_mnist/binarized_mnist_train.amat" in msg
-    for where in ("arg", "env", "cache"):
+    for where in ("env", "cache"):
         assert str(tmp_path / where) in msg
     assert "download=True" in msg
+
+
+def test_an_explicit_data_root_is_the_only_place_searched(shared_data, tmp_path, monkeypatch):
+    """--data-root pointing at a folder without the file is an error naming that folder, even where
+    $PYRO_GEN_DATA holds the file: no silent fall-back to another copy."""
+    monkeypatch.setenv("PYRO_GEN_DATA", str(shared_data))
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load("binarized-mnist", data_root=tmp_path / "arg")
+    msg = str(err.value)
+    assert str(tmp_path / "arg") in msg and str(shared_data) not in msg
+    assert data.find_file("frey_faces/freyfaces.pkl", data_root=shared_data) == shared_data / "frey_faces" / "freyfaces.pkl"
 
 
 def test_torchvision_sets_missing_are_named(tmp_path, monkeypatch):
@@ -180,3 +191,15 @@ def test_jsb_chorales_piano_rolls(shared_data):
         assert notes.max() <= 4 and (notes == 4).float().mean() > 0.8
     # the first chord of the first training chorale is MIDI (60, 72, 79, 88): keys 39, 51, 58, 67
     assert ds.train[0, 0].nonzero().flatten().tolist() == [39, 51, 58, 67]
+
+
+def test_random_subsets_come_from_across_a_split_sorted_by_class():
+    from pyro_gen.data import random_subset
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as binarized MNIST's test split
+    idx = random_subset(len(labels), 50, seed=3)
+    assert len(idx) == 50 and len(set(idx.tolist())) == 50 and torch.equal(idx, idx.sort().values)
+    assert len(set(labels[idx].tolist())) == 10  # the head (labels[:50]) has one class
+    assert torch.equal(idx, random_subset(len(labels), 50, seed=3))  # seeded
+    assert not torch.equal(idx, random_subset(len(labels), 50, seed=4))
+    assert torch.equal(random_subset(7, None, 0), torch.arange(7)) and torch.equal(random_subset(7, 9, 0), torch.arange(7))

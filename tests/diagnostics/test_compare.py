@@ -95,3 +95,13 @@ def test_every_objective_and_guide_of_the_compare_command_runs():
 def test_flow_guides_for_global_latents_join_by_name(problem):
     r = run(problem, "trace", "iaf", seed=0, budget="300steps")
     assert not r.error and r.gap < 0.05  # an IAF can represent the correlated Gaussian posterior
+
+
+def test_cli_refuses_nuts_where_it_does_not_apply_and_smoke_caps_the_budget(tmp_path):
+    from inference import compare as compare_cli
+
+    with pytest.raises(ValueError, match="--nuts compares VI with NUTS.*'ppca'.*valid choices with --nuts: regression"):
+        compare_cli.main(["ppca", "--nuts", "--smoke", "--out", str(tmp_path / "a")])
+    payload = compare_cli.main(["ppca", "--smoke", "--budget", "1000epochs", "--seeds", "1", "--objectives", "trace",
+                                "--out", str(tmp_path / "b")])
+    assert all(r["steps"] <= 30 for r in payload["runs"]), [r["steps"] for r in payload["runs"]]

@@ -341,3 +341,18 @@ def test_an_objective_that_ignores_enumeration_is_refused():
         with pytest.raises(ValueError, match="marks 'c' for enumeration.*Use objective 'enum'"):
             fit(model, guide, x, objective=objective, epochs=1, progress=False)
     fit(model, guide, x, objective="enum", epochs=1, progress=False)  # the objective that sums it out
+
+
+def test_data_that_do_not_fit_the_likelihood_or_the_width_are_refused_up_front(digits):
+    from pyro_gen import evaluate
+
+    m = _vae()
+    bad = digits.train[:20].clone()
+    bad[3, 5] = 3.0  # values in {0, 3} for a Bernoulli likelihood
+    with pytest.raises(ValueError, match=r"bernoulli likelihood needs values in \[0, 1\].*\[0, 3\]"):
+        fit(m.model, m.guide, bad, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="has 63 columns but the model expects 64"):
+        fit(m.model, m.guide, digits.train[:20, :63], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="bernoulli likelihood needs values in"):
+        evaluate.log_likelihood(m.model, m.guide, bad, k=2)
+    assert m.training  # a refused call leaves the modules as they were

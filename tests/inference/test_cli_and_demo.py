@@ -39,6 +39,9 @@ def test_fit_cli_on_binarized_mnist(tmp_path, shared_data):
                       "--epochs", "1", "--max-steps", "20", "--eval-k", "10", "--eval-n", "200", "--out", str(out),
                       "--no-progress"])
     assert m["stopped"] == "max_steps" and m["test"]["n"] == 200
+    # a seeded random sample of the whole (class-sorted) test split, recorded with its seed
+    assert m["test"]["subset"] == {"n": 200, "of": 10000, "seed": 0}
+    assert m["figures_subset"] == {"n": 2000, "of": 10000, "seed": 0}
     assert -600 < m["test"]["log_likelihood"] < -100  # nats per image: a 20-step model, but a real number
 
 
