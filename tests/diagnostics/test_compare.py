@@ -105,3 +105,22 @@ def test_cli_refuses_nuts_where_it_does_not_apply_and_smoke_caps_the_budget(tmp_
     payload = compare_cli.main(["ppca", "--smoke", "--budget", "1000epochs", "--seeds", "1", "--objectives", "trace",
                                 "--out", str(tmp_path / "b")])
     assert all(r["steps"] <= 30 for r in payload["runs"]), [r["steps"] for r in payload["runs"]]
+
+
+def test_report_says_what_its_gaps_are_and_leaves_out_columns_that_do_not_apply(tmp_path):
+    from inference import compare as compare_cli
+
+    payload = compare_cli.main(["regression", "--smoke", "--seeds", "1", "--objectives", "trace", "--guides",
+                                "diagonal", "--out", str(tmp_path / "reg")])
+    report = (tmp_path / "reg" / "report.md").read_text()
+    header = report.splitlines()[2]
+    assert "`gap` is each run's exact log-likelihood at its own fitted parameters" in header
+    assert "`gap_to_reference` is the reference line below minus the ELBO" in header
+    assert "restart_r_hat" not in report  # one seed: no R-hat across restarts, neither column nor note
+    row = payload["summary"][0]
+    reference = float(report.split("Exact log-likelihood (reference): ")[1].split()[0])
+    assert row["gap_to_reference"] == pytest.approx(reference - row["elbo"], abs=1e-4)
+
+    compare_cli.main(["vae", "--smoke", "--seeds", "1", "--objectives", "trace", "--out", str(tmp_path / "vae")])
+    table = (tmp_path / "vae" / "report.md").read_text()
+    assert "| gap" not in table and "`gap`" not in table  # no exact likelihood: no all-nan column
