@@ -157,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Option groups of the parser, and the model families they apply to: metrics.json records the
+# common options and only the groups of the model that ran.
+_GROUP_MODELS = {"probabilistic PCA": ("ppca",), "topic models": ("prodlda", "lda"),
+                 "sequence models": ("hmm", "dmm"), "flows": ("vae",)}
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The run's options: the common ones and those of its model family (not every family's)."""
+    skip = set()
+    for group in build_parser()._action_groups:
+        applies = next((models for title, models in _GROUP_MODELS.items() if group.title.startswith(title)), None)
+        if applies is not None and args.model not in applies:
+            skip.update(a.dest for a in group._group_actions)
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
 # --- flows (pyro_gen.flows): a flow guide and/or a flow prior for the VAE -----------------------
 
 
@@ -221,15 +237,20 @@ def main(argv: list[str] | None = None) -> dict:
         evaluation["topics"] = _topic_evaluation(model_obj, ds, test, evaluation, out)
         figures["top_words"] = evaluation["topics"].pop("figure")
     metrics = {
-        "config": {k: v for k, v in vars(args).items()},
+        "config": _config(args),
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "stopped": result.stopped, "steps": result.steps, "train_seconds": result.seconds, "wall_seconds": wall,
         "test": evaluation, "figures": figures, "checkpoint": str(out / "checkpoint.pt"),
         "figures_subset": {"n": len(fig_idx), "of": len(test), "seed": args.seed},
     }
     write_json(metrics, out / "metrics.json")
+    exact = (f", exact log-likelihood {evaluation['exact_log_likelihood']:.2f} ± "
+             f"{evaluation['exact_log_likelihood_se']:.2f}" if "exact_log_likelihood" in evaluation else "")
+    units = (f"; active units {evaluation['active_units']} of {evaluation['latent_dim']} (Cov_x E_q[z_u | x] > "
+             f"{evaluation['active_units_threshold']:g}, Burda et al. 2016)" if "active_units" in evaluation else "")
     print(f"test ELBO {evaluation['elbo']:.2f} ± {evaluation['elbo_se']:.2f}, log-likelihood (IWAE-{args.eval_k}) "
-          f"{evaluation['log_likelihood']:.2f} ± {evaluation['log_likelihood_se']:.2f} nats; wrote {out}/metrics.json")
+          f"{evaluation['log_likelihood']:.2f} ± {evaluation['log_likelihood_se']:.2f}{exact} nats{units}; "
+          f"wrote {out}/metrics.json")
     return metrics
 
 
@@ -290,7 +311,7 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
     evaluation["nll_per_step"] = nll_per_step(log_p, test[1])
     evaluation["time_steps"] = int(test[1].sum())
     metrics = {
-        "config": dict(vars(args)), "history": result.history, "best_epoch": result.best_epoch,
+        "config": _config(args), "history": result.history, "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "stopped": result.stopped, "steps": result.steps,
         "train_seconds": result.seconds, "wall_seconds": wall, "test": evaluation, "figures": figures,
         "checkpoint": str(out / "checkpoint.pt"),

@@ -25,6 +25,9 @@ def test_fit_cli_writes_metrics_checkpoint_figures_and_resumes(tmp_path):
     for fig in ("reconstructions", "samples", "latent", "interpolation", "manifold", "training_curves"):
         assert (out / f"{fig}.png").is_file(), fig
     assert m["config"]["objective"] == "iwae"
+    # only the options that apply to a VAE: no pPCA, topic or sequence options
+    assert "guide_flow" in m["config"] and "latent_dim" in m["config"]
+    assert not {"ppca_encoder", "topics", "states", "num_iafs"} & set(m["config"])
 
     # continue to 4 epochs: the history grows from where it stopped
     m2 = fit_cli.main(args + ["--epochs", "4", "--resume"])
