@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/vae_quality.py --epochs 30
 	$(PY) benchmarks/compare_ppca.py --budget 10s --seeds 3
 	$(PY) benchmarks/ppca_exact.py
-	$(PY) benchmarks/topics_20ng.py
+	$(PY) benchmarks/topics_20ng.py --seeds 3
 	$(PY) benchmarks/hmm_jsb.py
 	$(PY) benchmarks/dmm_iaf_speed.py
 	$(PY) benchmarks/flows_speed.py

@@ -35,6 +35,7 @@ from ..infer.objectives import RenyiBound, devectorized, prepare
 from ..infer.params import modules_of
 from ..infer.particles import with_particles
 from ..infer.progress import progress_bar
+from .enumerated import enumerated_log_weights, enumerated_sites
 
 __all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights"]
 
@@ -94,8 +95,12 @@ def log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None) -
     batch = tuple(x) if isinstance(x, (tuple, list)) else (x,)
     if max_plate_nesting is None:
         max_plate_nesting = plate_nesting(model, guide, batch)
-    bound = RenyiBound(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
     with pyro.validation_enabled(False):
+        if enumerated_sites(model, guide, batch):  # summed out exactly, as TraceEnum_ELBO does
+            return with_particles(
+                model, k, "log weights", lambda: enumerated_log_weights(model, guide, batch, k, max_plate_nesting),
+                lambda: enumerated_log_weights(model, guide, batch, k, max_plate_nesting, vectorize=False))
+        bound = RenyiBound(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
         return with_particles(model, k, "log weights", lambda: bound.log_weights(model, guide, *batch),
                               lambda: devectorized(bound).log_weights(model, guide, *batch))
 

@@ -141,9 +141,20 @@ def test_topics_20ng_smoke(shared_data, tmp_path):
         # two iterations of scikit-learn's LDA already beat uniform guessing over the 1,995 words
         assert out[k]["sklearn"]["npmi"] > 0 and out[k]["sklearn"]["perplexity"] < 1995, out[k]["sklearn"]
     saved = json.loads((run_dir / "results.json").read_text())
-    assert saved["results"] == out and saved["extra"]["20"]["sklearn"]["sklearn_bound_perplexity"] > 1
-    assert len(saved["extra"]["50"]["prodlda"]["top_words"]) == 50
-    assert (run_dir / "prodlda_20_top_words.png").stat().st_size > 0 and (run_dir / "top_words.md").is_file()
+    assert saved["results"] == out and saved["extra"]["0"]["20"]["sklearn"]["sklearn_bound_perplexity"] > 1
+    assert len(saved["extra"]["0"]["50"]["prodlda"]["top_words"]) == 50
+    assert (run_dir / "prodlda_20_seed0_top_words.png").stat().st_size > 0 and (run_dir / "top_words.md").is_file()
+
+
+def test_topics_20ng_over_seeds_reports_means_sds_and_a_verdict(shared_data, tmp_path):
+    _need(shared_data, "20newsgroups", "topic benchmark")
+    out = _last_json(_run("topics_20ng.py", "--smoke", "--seeds", "2", "--topics", "5", "--out", str(tmp_path / "t"),
+                          env=_env(shared_data)))
+    assert out["seeds"] == [0, 1] and set(out["5"]["prodlda"]) == {"npmi", "npmi_sd", "perplexity", "perplexity_sd",
+                                                                  "seconds", "seconds_sd"}
+    cmp = out["5"]["prodlda_minus_sklearn_npmi"]
+    assert len(cmp["per_seed"]) == 2 and cmp["mean"] == pytest.approx(sum(cmp["per_seed"]) / 2, abs=1e-3)
+    assert cmp["verdict"] in ("ProdLDA higher", "scikit-learn higher", "not distinguishable")
 
 
 @pytest.mark.slow
