@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pyro
 import torch
 
 from .. import evaluate
@@ -205,7 +206,16 @@ def _curve_point(problem: Problem, model_obj, x: torch.Tensor) -> float:
 
 def run(problem: Problem, objective: str, guide: str, seed: int, budget: Budget | str, eval_k: int = 100,
         curve_points: int = 12, progress: bool = False) -> RunResult:
-    """Build, train and evaluate one algorithm on ``problem``."""
+    """Build, train and evaluate one algorithm on ``problem``, in a Pyro param store of its own: under
+    ``module_local_params=False`` a fresh AutoGuide would otherwise start from the previous run's
+    fitted values (same names in the global store), and runs would not be independent. The
+    user's store is put back afterwards."""
+    with pyro.get_param_store().scope():
+        return _run(problem, objective, guide, seed, budget, eval_k, curve_points, progress)
+
+
+def _run(problem: Problem, objective: str, guide: str, seed: int, budget: Budget | str, eval_k: int,
+         curve_points: int, progress: bool) -> RunResult:
     budget = Budget.parse(budget)
     if guide not in problem.guides:
         raise ValueError(f"problem {problem.name!r} has no guide {guide!r}; valid choices: "

@@ -77,11 +77,15 @@ def vi_procedure(model: Callable, guide: str = "diagonal", objective: str = "tra
     from ..infer.train import fit
 
     def infer(*data):
-        pair = AutoGuided(model, guide)
-        fit(pair.model, pair.guide, data if len(data) > 1 else data[0], objective=objective, epochs=steps,
-            batch_size=len(data[0]), lr=lr, lr_schedule=f"exponential:{0.01 ** (1 / steps):.6f}", seed=None,
-            progress=False)
-        return guide_draws(pair.guide, *data, num_samples=num_draws)
+        # A param store of its own for each fit: under module_local_params=False a fresh AutoGuide
+        # would otherwise take the previous simulation's fitted values from the global store
+        # (same names), and the simulations would not be independent. The user's store is put back.
+        with pyro.get_param_store().scope():
+            pair = AutoGuided(model, guide)
+            fit(pair.model, pair.guide, data if len(data) > 1 else data[0], objective=objective, epochs=steps,
+                batch_size=len(data[0]), lr=lr, lr_schedule=f"exponential:{0.01 ** (1 / steps):.6f}", seed=None,
+                progress=False)
+            return guide_draws(pair.guide, *data, num_samples=num_draws)
 
     return infer
 

@@ -99,7 +99,10 @@ class Run:
 
         if seed is not None:
             pyro.set_rng_seed(seed)
-        self.shuffle = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        # seed=None: the shuffling follows torch's global RNG (torch.seed() would reseed that RNG itself,
+        # at random: the caller's own seeding would no longer reproduce the run)
+        self.shuffle = torch.Generator().manual_seed(
+            seed if seed is not None else int(torch.randint(2**62, (1,)).item()))
 
         self.modules = modules_of(model, guide)
         check_for_models(self.train, self.modules)
