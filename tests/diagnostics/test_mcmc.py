@@ -84,7 +84,7 @@ def test_nuts_with_enumerated_states_on_a_small_hmm_agrees_with_vi(one_thread):
     fit(net.model, net.guide, (x, lengths), objective="enum", epochs=300, batch_size=6, lr=0.05, progress=False)
     vi = guide_draws(net.guide, x, lengths, num_samples=1000)
     start = {k: v.mean(0) for k, v in vi.items()}
-    res = mcmc.nuts(net.model, x, lengths, num_samples=100, warmup_steps=100, num_chains=2, max_plate_nesting=1,
+    res = mcmc.nuts(net.model, x, lengths, num_samples=50, warmup_steps=50, num_chains=2, max_plate_nesting=1,
                     init_values=start, seed=0)
     # started on VI's labelling of the states, both chains stay on it
     assert res.r_hat["loc"].max() < 1.1
