@@ -24,6 +24,8 @@ from pyro.infer import TraceEnum_ELBO
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 
+from ..infer.objectives import marked_for_enumeration
+
 __all__ = ["enumerated_sites", "enumerated_log_weights"]
 
 
@@ -34,9 +36,7 @@ def enumerated_sites(model: Callable, guide: Callable, batch: tuple) -> list[str
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False), torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*rows)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*rows)
-    return [name for name, site in model_trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"] and site["infer"].get("enumerate")
-            and name not in guide_trace.nodes]
+    return marked_for_enumeration(model_trace, guide_trace)
 
 
 def enumerated_log_weights(model: Callable, guide: Callable, batch: tuple, k: int, max_plate_nesting: int,

@@ -87,16 +87,20 @@ def plate_nesting(model, guide, x) -> int:
 
 
 @torch.no_grad()
-def log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None) -> torch.Tensor:
+def log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None,
+                enumerated: bool | None = None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i | x) for k draws: shape (k, N) when every latent is local to
     its data point, (k,) when some latent is shared by the data (global latents: the weights
     are those of the whole data set). Vectorized over particles where the model broadcasts,
-    one particle at a time where it does not (logged once)."""
+    one particle at a time where it does not (logged once). Sites the model marks for
+    enumeration are summed out; ``enumerated`` says whether there are any (None: find out)."""
     batch = tuple(x) if isinstance(x, (tuple, list)) else (x,)
     if max_plate_nesting is None:
         max_plate_nesting = plate_nesting(model, guide, batch)
+    if enumerated is None:
+        enumerated = bool(enumerated_sites(model, guide, batch))
     with pyro.validation_enabled(False):
-        if enumerated_sites(model, guide, batch):  # summed out exactly, as TraceEnum_ELBO does
+        if enumerated:  # summed out exactly, as TraceEnum_ELBO does
             return with_particles(
                 model, k, "log weights", lambda: enumerated_log_weights(model, guide, batch, k, max_plate_nesting),
                 lambda: enumerated_log_weights(model, guide, batch, k, max_plate_nesting, vectorize=False))
@@ -144,12 +148,12 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Est
     n = len(batch[0])
     mods, was = _modules_eval(model, guide)
     try:
-        vals, nesting = [], plate_nesting(model, guide, batch)
+        vals, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
         for i in range(0, n, batch_size):
             rows = _rows(batch, i, i + batch_size)
-            lw = log_weights(model, guide, rows, num_samples, nesting)
+            lw = log_weights(model, guide, rows, num_samples, nesting, enum)
             if not _is_local(lw, len(rows[0])):
-                lw = lw if len(rows[0]) == n else log_weights(model, guide, batch, num_samples, nesting)
+                lw = lw if len(rows[0]) == n else log_weights(model, guide, batch, num_samples, nesting, enum)
                 lw = lw.double().reshape(-1)
                 se = lw.std().item() / math.sqrt(len(lw)) if len(lw) > 1 else float("nan")
                 return _whole_data(lw.mean(), n, se)
@@ -185,7 +189,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))
     mods, was = _modules_eval(model, guide)
     try:
-        out, nesting = [], plate_nesting(model, guide, batch)
+        out, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
         for i in progress_bar(range(0, n, batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
                               disable=not progress, interval=0.5):
             x = _rows(batch, i, i + batch_size)
@@ -193,9 +197,9 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
             done = 0
             while done < k:
                 c = min(chunk, k - done)
-                lw = log_weights(model, guide, x, c, nesting).double()
+                lw = log_weights(model, guide, x, c, nesting, enum).double()
                 if not _is_local(lw, len(x[0])):
-                    return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting)
+                    return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw.reshape(len(lw), -1), 0))
                 done += c
             out.append(acc - math.log(k))
@@ -204,13 +208,13 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     return _estimate(torch.cat(out))
 
 
-def _whole_data_log_likelihood(model, guide, batch, k: int, chunk: int, nesting: int) -> Estimate:
+def _whole_data_log_likelihood(model, guide, batch, k: int, chunk: int, nesting: int, enum: bool) -> Estimate:
     """IWAE-k of the whole data set, log (1/k) sum_i w_i, with the delta-method SE
     sqrt(Var(w) / k) / mean(w), computed in log space."""
     parts, done = [], 0
     while done < k:
         c = min(chunk, k - done)
-        parts.append(log_weights(model, guide, batch, c, nesting).double().reshape(-1))
+        parts.append(log_weights(model, guide, batch, c, nesting, enum).double().reshape(-1))
         done += c
     lw = torch.cat(parts)
     log_mean = torch.logsumexp(lw, 0) - math.log(k)

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 import pyro
 import torch
 
+from .objectives import marked_for_enumeration
+
 __all__ = ["modules_of", "parameters_of", "param_store_names", "get_state", "load_state", "rename_on_load"]
 
 
@@ -52,10 +54,7 @@ def param_store_names(model: Callable, guide: Callable, args: tuple, modules: Se
     names = [n for n in names if n in store]
     if not enumerated:
         return names
-    guide_sites = {n for n, s in traces[0].nodes.items() if s["type"] == "sample"}
-    marked = [n for n, s in traces[1].nodes.items() if s["type"] == "sample" and not s["is_observed"]
-              and s["infer"].get("enumerate") and n not in guide_sites]
-    return names, marked
+    return names, marked_for_enumeration(traces[1], traces[0])
 
 
 def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:

@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 def _key(model: Callable):
     """What identifies a model across calls: its owner for a bound method, else the function."""
-    return getattr(model, "__self__", None) or getattr(model, "__func__", model)
+    owner = getattr(model, "__self__", None)
+    return owner if owner is not None else model
 
 
 def with_particles(model: Callable, k: int, what: str, vectorized: Callable[[], T], sequential: Callable[[], T]) -> T:

@@ -27,7 +27,7 @@ from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from .common import check_particles, prepare
 from .dreg import DReG_ELBO, detached_parameters
-from .enum import EnumELBO
+from .enum import EnumELBO, marked_for_enumeration
 from .graph import GraphELBO
 from .latent_scale import LatentScale
 from .renyi import RenyiBound
@@ -35,7 +35,7 @@ from .rws import RWS_ELBO
 
 __all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "enum", "get", "names", "describe",
            "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale", "detached_parameters",
-           "prepare", "devectorized"]
+           "prepare", "devectorized", "marked_for_enumeration"]
 
 
 def trace(num_particles: int = 1) -> ELBO:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-__all__ = ["EnumELBO"]
+__all__ = ["EnumELBO", "marked_for_enumeration"]
 
 
 class EnumELBO(TraceEnum_ELBO):
@@ -28,3 +28,12 @@ class EnumELBO(TraceEnum_ELBO):
         if torch.is_grad_enabled():
             return super().differentiable_loss(model, guide, *args, **kwargs)
         return torch.as_tensor(self.loss(model, guide, *args, **kwargs))
+
+
+def marked_for_enumeration(model_trace, guide_trace) -> list[str]:
+    """The model's latent sample sites marked ``infer={"enumerate": ...}`` that the guide does not
+    sample: the sites ``TraceEnum_ELBO`` sums out, and any other estimator would sample instead."""
+    guide_sites = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
+    return [name for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and site["infer"].get("enumerate")
+            and name not in guide_sites]
