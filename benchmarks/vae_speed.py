@@ -121,7 +121,7 @@ def pyro_gen_step(objective: str) -> Step:
 
     def step(x: torch.Tensor) -> float:
         with pyro.validation_enabled(False):
-            return run.step((x,), epoch=1)
+            return run.step([(x,)], len(x), epoch=1)
 
     return step
 

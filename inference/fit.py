@@ -5,6 +5,10 @@
     python -m inference.fit vae ... --out runs/x --resume      # continue an interrupted run
     python -m inference.fit hmm --data jsb-chorales --states 16 --epochs 80 --batch-size 229 --lr 0.05 --out runs/h
     python -m inference.fit dmm --data jsb-chorales --epochs 20 --batch-size 20 --kl-anneal 5 --out runs/d
+    python -m inference.fit vae --help     # the options of one family: vae, ppca, prodlda, lda, hmm, dmm
+
+Each family is a subcommand with the common options (``_common_options``) and its own, which its
+module in ``models/`` declares (``cli_options``, ``from_cli``; see ``models/__init__.py``).
 
 Sequence data sets (``jsb-chorales``) are passed to the model as ``(x, lengths)``; their
 evaluation is the test negative log-likelihood per time step (exact for the HMM, the
@@ -17,6 +21,8 @@ Writes ``OUT/metrics.json`` (config, per-epoch history, held-out evaluation),
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -25,6 +31,7 @@ from typing import Callable
 import torch
 
 from inference import run_cli
+from models import need_sequences
 from pyro_gen import data as data_lib
 from pyro_gen import objectives
 from pyro_gen.infer.checkpoint import write_json
@@ -38,71 +45,44 @@ __all__ = ["MODELS", "build_parser", "main"]
 FIGURE_POINTS = 2000
 
 
-def _vae(args, ds: data_lib.Dataset):
-    from models.vae import VAE
-
-    return VAE(x_dim=ds.dim, z_dim=args.latent_dim, hidden=args.hidden, likelihood=args.likelihood,
-               network=args.network, image_shape=ds.image_shape, activation=args.activation, beta=args.beta,
-               **_flow_options(args))
-
-
-def _ppca(args, ds: data_lib.Dataset):
-    from models.ppca import PPCA
-
-    return PPCA(x_dim=ds.dim, z_dim=args.latent_dim, encoder=args.ppca_encoder, covariance=args.ppca_covariance,
-                hidden=args.hidden, ard=args.ppca_ard, num_data=len(ds.train))
+# The model families: subcommand -> (module in models/, variant, one line of --help). The module
+# declares the family's flags and builder (cli_options, from_cli; optionally default_objective and
+# SEQUENCES: see models/__init__.py); a variant (prodlda and lda share models.lda) goes to from_cli.
+FAMILIES: dict[str, tuple[str, str | None, str]] = {
+    "vae": ("models.vae", None, "variational autoencoder (MLP or conv; flow guide and prior)"),
+    "ppca": ("models.ppca", None, "probabilistic PCA, optionally Bayesian (ARD)"),
+    "prodlda": ("models.lda", "ProdLDA", "ProdLDA topic model (Srivastava & Sutton 2017)"),
+    "lda": ("models.lda", "AmortizedLDA", "LDA topic model with a Dirichlet encoder guide"),
+    "hmm": ("models.hmm", None, "hidden Markov model, states summed out or amortized"),
+    "dmm": ("models.dmm", None, "deep Markov model (Krishnan, Shalit & Sontag 2017)"),
+}
 
 
-def _topic_model(cls_name: str) -> Callable:
+def _family(name: str):
+    """The module of family ``name`` and its builder, a callable of (args, ds)."""
+    module_name, variant, _ = FAMILIES[name]
+    module = importlib.import_module(module_name)
+    return module, (functools.partial(module.from_cli, variant=variant) if variant else module.from_cli)
+
+
+def _builder(name: str) -> Callable:
     def build(args, ds: data_lib.Dataset):
-        import models.lda
-
-        return getattr(models.lda, cls_name)(ds.dim, args.topics, alpha=args.alpha, hidden=args.topic_hidden,
-                                             dropout=args.dropout)
+        return _family(name)[1](args, ds)  # the model module is imported on first use
 
     return build
 
 
-def _hmm(args, ds: data_lib.Dataset):
-    from models.hmm import HMM
-
-    _need_sequences(args, ds)
-    return HMM(args.states, ds.train.shape[-1], emission="bernoulli" if ds.binary else "gaussian",
-               params=args.hmm_params, guide=args.hmm_guide, method=args.hmm_method, hidden=args.rnn_dim)
-
-
-def _dmm(args, ds: data_lib.Dataset):
-    from models.dmm import DMM
-
-    _need_sequences(args, ds)
-    if not ds.binary:
-        raise ValueError(f"the DMM has Bernoulli emissions: it needs binary sequences, and {ds.name} is not binary")
-    return DMM(ds.train.shape[-1], z_dim=args.latent_dim, emission_dim=args.emission_dim,
-               transition_dim=args.transition_dim, rnn_dim=args.rnn_dim, num_iafs=args.num_iafs)
-
-
-def _need_sequences(args, ds: data_lib.Dataset) -> None:
-    if not ds.lengths:
-        raise ValueError(f"model {args.model!r} needs sequence data; valid choices for --data: {', '.join(SEQUENCE_DATA)}")
-
-
 # A command line needs names; each builder takes the parsed arguments and the data set.
-MODELS: dict[str, Callable] = {"vae": _vae, "ppca": _ppca, "prodlda": _topic_model("ProdLDA"),
-                               "lda": _topic_model("AmortizedLDA"), "hmm": _hmm, "dmm": _dmm}
-SEQUENCE_DATA = ("jsb-chorales",)
-# the objective each model trains with when --objective is not given
-DEFAULT_OBJECTIVE = {"vae": "trace", "hmm": "enum", "dmm": "trace"}
+MODELS: dict[str, Callable] = {name: _builder(name) for name in FAMILIES}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m inference.fit", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", choices=sorted(MODELS), help="model family")
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """The options of every family (metrics.json records them beside the family's own)."""
     p.add_argument("--data", default="digits", choices=data_lib.names())
     p.add_argument("--data-root", default=None, help="folder with the data files (else $PYRO_GEN_DATA, else cache)")
     p.add_argument("--download", action="store_true", help="fetch missing data from its canonical source")
     p.add_argument("--objective", default=None, help=f"one of {', '.join(objectives.names())} (or name:arg); "
-                   "default: trace (vae, dmm), enum (hmm), graph (hmm --hmm-guide amortized)")
+                   "default: trace, unless the family's options below name another")
     p.add_argument("--particles", type=int, default=None, help="k for iwae/dreg/renyi, particles for trace")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -112,12 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help="early stopping after this many epochs")
     p.add_argument("--kl-anneal", type=float, default=0.0, help="epochs to ramp the KL weight from 0")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight while training (beta-VAE)")
-    p.add_argument("--latent-dim", type=int, default=50)
-    p.add_argument("--hidden", type=int, nargs="+", default=[400])
-    p.add_argument("--activation", default="relu")
-    p.add_argument("--likelihood", default=None, help="bernoulli, continuous-bernoulli or gaussian "
-                   "(default: bernoulli for binary data, continuous-bernoulli otherwise)")
-    p.add_argument("--network", default="mlp", choices=["mlp", "conv"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-steps", type=int, default=None)
@@ -125,83 +99,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-k", type=int, default=1000, help="importance samples for the test log-likelihood")
     p.add_argument("--eval-n", type=int, default=None,
                    help="evaluate on a random sample of N test points (seeded by --seed, recorded in metrics.json)")
-    ppca = p.add_argument_group("probabilistic PCA (model ppca; also uses --latent-dim, --hidden)")
-    ppca.add_argument("--ppca-encoder", default="linear", choices=["linear", "mlp"],
-                      help="amortized encoder of the guide's mean")
-    ppca.add_argument("--ppca-covariance", default="full", choices=["full", "diagonal"],
-                      help="the guide's covariance (full contains the exact posterior)")
-    ppca.add_argument("--ppca-ard", action="store_true", help="Bayesian PCA: ARD prior on W's columns")
-    topics = p.add_argument_group("topic models (prodlda, lda; e.g. --data 20newsgroups)")
-    topics.add_argument("--topics", type=int, default=20, help="number of topics K")
-    topics.add_argument("--alpha", type=float, default=None,
-                        help="Dirichlet concentration of the topic proportions (default: 1 for prodlda, 1/K for lda)")
-    topics.add_argument("--topic-hidden", type=int, default=100, help="width of the encoder's two hidden layers")
-    topics.add_argument("--dropout", type=float, default=0.2, help="encoder dropout while training")
-    seq = p.add_argument_group("sequence models (hmm, dmm; data: jsb-chorales)")
-    seq.add_argument("--states", type=int, default=16, help="hmm: number of hidden states")
-    seq.add_argument("--hmm-method", default="forward", choices=["forward", "vectorized", "markov"],
-                     help="hmm: the forward recursion (ForwardHMM), DiscreteHMM's parallel scan, or a "
-                          "pyro.markov loop over time (same numbers)")
-    seq.add_argument("--hmm-params", default="point", choices=["point", "variational"],
-                     help="hmm: maximum-likelihood parameters, or priors with a variational posterior")
-    seq.add_argument("--hmm-guide", default="enum", choices=["enum", "amortized"],
-                     help="hmm: sum the states out, or sample them from a neural guide")
-    seq.add_argument("--rnn-dim", type=int, default=128, help="GRU width of the guide (dmm, amortized hmm)")
-    seq.add_argument("--emission-dim", type=int, default=64, help="dmm: emitter hidden width")
-    seq.add_argument("--transition-dim", type=int, default=64, help="dmm: gated transition hidden width")
-    seq.add_argument("--num-iafs", type=int, default=0, help="dmm: inverse autoregressive flows in the guide")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
-    _add_flow_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m inference.fit", description=__doc__.split("\n\n")[0],
+                                epilog="python -m inference.fit FAMILY --help lists the options of FAMILY")
+    families = p.add_subparsers(title="model families", dest="model", metavar="FAMILY", required=True)
+    for name, (_, _, summary) in FAMILIES.items():
+        sub = families.add_parser(name, help=summary, description=f"{p.description} {name}: {summary}.",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        _common_options(sub)
+        _family(name)[0].cli_options(sub)
     return p
 
 
-# Option groups of the parser, and the model families they apply to: metrics.json records the
-# common options and only the groups of the model that ran.
-_GROUP_MODELS = {"probabilistic PCA": ("ppca",), "topic models": ("prodlda", "lda"),
-                 "sequence models": ("hmm", "dmm"), "flows": ("vae",)}
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The families' parsers in ``build_parser()``, by name."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
-def _config(args: argparse.Namespace) -> dict:
-    """The run's options: the common ones and those of its model family (not every family's)."""
-    skip = set()
-    for group in build_parser()._action_groups:
-        applies = next((models for title, models in _GROUP_MODELS.items() if group.title.startswith(title)), None)
-        if applies is not None and args.model not in applies:
-            skip.update(a.dest for a in group._group_actions)
-    return {k: v for k, v in vars(args).items() if k not in skip}
-
-
-# --- flows (pyro_gen.flows): a flow guide and/or a flow prior for the VAE -----------------------
-
-
-def _add_flow_options(p: argparse.ArgumentParser) -> None:
-    from pyro_gen.flows import FAMILIES, SCORABLE
-
-    g = p.add_argument_group("flows")
-    g.add_argument("--guide-flow", default=None, help=f"amortized flow guide: {', '.join(FAMILIES)} or zuko:NAME")
-    g.add_argument("--flow-depth", type=int, default=4, help="layers of each flow")
-    g.add_argument("--prior-flow", default=None, help=f"learnable flow prior: {', '.join(SCORABLE)} or zuko:NAME")
-
-
-def _flow_options(args) -> dict:
-    return {"guide_flow": args.guide_flow, "prior_flow": args.prior_flow, "flow_depth": args.flow_depth}
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse; a flag of another family is named as such."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        owners = {flag: [n for n, sub in _subcommands(parser).items() if flag in sub._option_string_actions]
+                  for flag in (a.split("=")[0] for a in extra if a.startswith("--"))}
+        hint = "".join(f"; {flag} is an option of {', '.join(names)}" for flag, names in owners.items() if names)
+        parser.error(f"unrecognized arguments for {args.model}: {' '.join(extra)}{hint} "
+                     f"(python -m inference.fit {args.model} --help lists its options)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    module, build = _family(args.model)
     if args.objective is None:
-        amortized_hmm = args.model == "hmm" and args.hmm_guide == "amortized"
-        args.objective = "graph" if amortized_hmm else DEFAULT_OBJECTIVE.get(args.model, "trace")
+        args.objective = module.default_objective(args) if hasattr(module, "default_objective") else "trace"
     objective = objectives.get(args.objective, particles=args.particles)  # fails early on a bad name or k
-    if args.model in ("hmm", "dmm") and args.data not in SEQUENCE_DATA:  # before loading anything
-        raise ValueError(f"model {args.model!r} needs sequence data; valid choices for --data: {', '.join(SEQUENCE_DATA)}")
+    if getattr(module, "SEQUENCES", False):
+        need_sequences(args)  # before loading anything
     ds = data_lib.load(args.data, data_root=args.data_root, download=args.download, seed=args.seed)
-    if args.likelihood is None:
-        args.likelihood = "bernoulli" if ds.binary else "continuous-bernoulli"
     torch.manual_seed(args.seed)
-    model_obj = MODELS[args.model](args, ds)
+    model_obj = build(args, ds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"fitting {args.model} on {ds} with {args.objective} -> {out}", file=sys.stderr)
@@ -237,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         evaluation["topics"] = _topic_evaluation(model_obj, ds, test, evaluation, out)
         figures["top_words"] = evaluation["topics"].pop("figure")
     metrics = {
-        "config": _config(args),
+        "config": vars(args),
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "stopped": result.stopped, "steps": result.steps, "train_seconds": result.seconds, "wall_seconds": wall,
         "test": evaluation, "figures": figures, "checkpoint": str(out / "checkpoint.pt"),
@@ -311,7 +254,7 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
     evaluation["nll_per_step"] = nll_per_step(log_p, test[1])
     evaluation["time_steps"] = int(test[1].sum())
     metrics = {
-        "config": _config(args), "history": result.history, "best_epoch": result.best_epoch,
+        "config": vars(args), "history": result.history, "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "stopped": result.stopped, "steps": result.steps,
         "train_seconds": result.seconds, "wall_seconds": wall, "test": evaluation, "figures": figures,
         "checkpoint": str(out / "checkpoint.pt"),

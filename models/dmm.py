@@ -34,6 +34,7 @@ from pyro.distributions.transforms import affine_autoregressive
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from models import SEQUENCE_DATA, need_sequences
 from pyro_gen.data import check_sequences, time_mask
 from pyro_gen.infer.params import rename_on_load
 
@@ -193,3 +194,29 @@ def examples(seed: int = 0) -> dict[str, tuple[DMM, tuple[torch.Tensor, torch.Te
         "gaussian-guide": (DMM(6, 2, 8, 8, 8), (x, lengths)),
         "iaf-guide": (DMM(6, 2, 8, 8, 8, num_iafs=1, iaf_dim=8), (x, lengths)),
     }
+
+
+# --- the command line: python -m inference.fit dmm (see models/__init__.py) ---------------------
+
+SEQUENCES = True
+
+
+def cli_options(parser) -> None:
+    g = parser.add_argument_group(f"deep Markov model (data: {', '.join(SEQUENCE_DATA)})")
+    g.add_argument("--latent-dim", type=int, default=50)
+    g.add_argument("--rnn-dim", type=int, default=128, help="GRU width of the guide")
+    g.add_argument("--emission-dim", type=int, default=64, help="emitter hidden width")
+    g.add_argument("--transition-dim", type=int, default=64, help="gated transition hidden width")
+    g.add_argument("--num-iafs", type=int, default=0, help="inverse autoregressive flows in the guide")
+
+
+def default_objective(args) -> str:
+    return "trace"
+
+
+def from_cli(args, ds) -> DMM:
+    need_sequences(args, ds)
+    if not ds.binary:
+        raise ValueError(f"the DMM has Bernoulli emissions: it needs binary sequences, and {ds.name} is not binary")
+    return DMM(ds.train.shape[-1], z_dim=args.latent_dim, emission_dim=args.emission_dim,
+               transition_dim=args.transition_dim, rnn_dim=args.rnn_dim, num_iafs=args.num_iafs)

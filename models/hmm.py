@@ -53,6 +53,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
+from models import SEQUENCE_DATA, need_sequences
 from pyro_gen.data import check_sequences, time_mask
 from pyro_gen.exact.hmm import ForwardHMM, sample_hmm
 from pyro_gen.infer.params import rename_on_load
@@ -440,3 +441,33 @@ def examples(seed: int = 0) -> dict[str, tuple[HMM, tuple[torch.Tensor, torch.Te
         "gaussian-variational": (HMM(3, 2, "gaussian", params="variational", method="markov"), (real, lengths)),
         "bernoulli-amortized": (HMM(3, 5, guide="amortized", hidden=8), (binary, lengths)),
     }
+
+
+# --- the command line: python -m inference.fit hmm (see models/__init__.py) ---------------------
+
+SEQUENCES = True
+
+
+def cli_options(parser) -> None:
+    g = parser.add_argument_group(f"hidden Markov model (data: {', '.join(SEQUENCE_DATA)})",
+                                  "default objective: enum, or graph with --hmm-guide amortized")
+    g.add_argument("--states", type=int, default=16, help="number of hidden states")
+    g.add_argument("--hmm-method", default="forward", choices=["forward", "vectorized", "markov"],
+                   help="the forward recursion (ForwardHMM), DiscreteHMM's parallel scan, or a "
+                        "pyro.markov loop over time (same numbers)")
+    g.add_argument("--hmm-params", default="point", choices=["point", "variational"],
+                   help="maximum-likelihood parameters, or priors with a variational posterior")
+    g.add_argument("--hmm-guide", default="enum", choices=["enum", "amortized"],
+                   help="sum the states out, or sample them from a neural guide")
+    g.add_argument("--rnn-dim", type=int, default=128, help="GRU width of the amortized guide")
+
+
+def default_objective(args) -> str:
+    """Exact enumeration of the states; an amortized guide samples them (score-function gradients)."""
+    return "graph" if args.hmm_guide == "amortized" else "enum"
+
+
+def from_cli(args, ds) -> HMM:
+    need_sequences(args, ds)
+    return HMM(args.states, ds.train.shape[-1], emission="bernoulli" if ds.binary else "gaussian",
+               params=args.hmm_params, guide=args.hmm_guide, method=args.hmm_method, hidden=args.rnn_dim)

@@ -296,3 +296,21 @@ def examples(seed: int = 0) -> dict[str, tuple[_TopicModel, torch.Tensor]]:
         "amortized-lda": (AmortizedLDA(30, 4, hidden=16, alpha=0.5), counts),
     }
 
+
+
+# --- the command line: python -m inference.fit prodlda|lda (see models/__init__.py) -------------
+
+
+def cli_options(parser) -> None:
+    g = parser.add_argument_group("topic model (e.g. --data 20newsgroups)")
+    g.add_argument("--topics", type=int, default=20, help="number of topics K")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="Dirichlet concentration of the topic proportions (default: 1 for prodlda, 1/K for lda)")
+    g.add_argument("--topic-hidden", type=int, default=100, help="width of the encoder's two hidden layers")
+    g.add_argument("--dropout", type=float, default=0.2, help="encoder dropout while training")
+
+
+def from_cli(args, ds, variant: str) -> _TopicModel:
+    """The topic model ``variant`` (``"ProdLDA"`` or ``"AmortizedLDA"``) for the vocabulary of ``ds``."""
+    cls = {c.__name__: c for c in (ProdLDA, AmortizedLDA)}[variant]
+    return cls(ds.dim, args.topics, alpha=args.alpha, hidden=args.topic_hidden, dropout=args.dropout)

@@ -323,3 +323,21 @@ def examples(seed: int = 0) -> dict[str, tuple[PPCA, torch.Tensor]]:
         "mlp-diagonal": (PPCA(6, 3, encoder="mlp", covariance="diagonal", hidden=(8,)), x),
         "linear-diagonal-iaf": (PPCA(6, 2, covariance="diagonal", guide_flow="iaf"), x),
     }
+
+
+# --- the command line: python -m inference.fit ppca (see models/__init__.py) --------------------
+
+
+def cli_options(parser) -> None:
+    g = parser.add_argument_group("probabilistic PCA")
+    g.add_argument("--latent-dim", type=int, default=50)
+    g.add_argument("--hidden", type=int, nargs="+", default=[400], help="widths of the mlp encoder's layers")
+    g.add_argument("--ppca-encoder", default="linear", choices=ENCODERS, help="amortized encoder of the guide's mean")
+    g.add_argument("--ppca-covariance", default="full", choices=COVARIANCES,
+                   help="the guide's covariance (full contains the exact posterior)")
+    g.add_argument("--ppca-ard", action="store_true", help="Bayesian PCA: ARD prior on W's columns")
+
+
+def from_cli(args, ds) -> PPCA:
+    return PPCA(x_dim=ds.dim, z_dim=args.latent_dim, encoder=args.ppca_encoder, covariance=args.ppca_covariance,
+                hidden=args.hidden, ard=args.ppca_ard, num_data=len(ds.train))

@@ -40,7 +40,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from pyro_gen.data import check_data
-from pyro_gen.flows import FlowStack, check_family, conditional_flow_distribution
+from pyro_gen.flows import FAMILIES, SCORABLE, FlowStack, check_family, conditional_flow_distribution
 
 __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIKELIHOODS"]
 
@@ -311,3 +311,34 @@ def examples(seed: int = 0) -> dict[str, tuple[VAE, torch.Tensor]]:
         "householder-guide": (VAE(64, 3, (16,), guide_flow="householder", flow_depth=2), binary),
         "iaf-guide-spline-prior": (VAE(64, 3, (16,), guide_flow="iaf", flow_depth=2, prior_flow="spline"), binary),
     }
+
+
+# --- the command line: python -m inference.fit vae (see models/__init__.py) ---------------------
+
+
+def cli_options(parser) -> None:
+    """The VAE's flags, its flow guide and flow prior (pyro_gen.flows) included."""
+    g = parser.add_argument_group("VAE")
+    g.add_argument("--latent-dim", type=int, default=50)
+    g.add_argument("--hidden", type=int, nargs="+", default=[400])
+    g.add_argument("--activation", default="relu")
+    g.add_argument("--likelihood", default=None, help="bernoulli, continuous-bernoulli or gaussian "
+                   "(default: bernoulli for binary data, continuous-bernoulli otherwise)")
+    g.add_argument("--network", default="mlp", choices=["mlp", "conv"])
+    f = parser.add_argument_group("flows")
+    f.add_argument("--guide-flow", default=None, help=f"amortized flow guide: {', '.join(FAMILIES)} or zuko:NAME")
+    f.add_argument("--flow-depth", type=int, default=4, help="layers of each flow")
+    f.add_argument("--prior-flow", default=None, help=f"learnable flow prior: {', '.join(SCORABLE)} or zuko:NAME")
+
+
+def default_objective(args) -> str:
+    return "trace"
+
+
+def from_cli(args, ds) -> VAE:
+    """The VAE for data set ``ds``; a missing ``--likelihood`` is resolved from the data (and recorded in args)."""
+    if args.likelihood is None:
+        args.likelihood = "bernoulli" if ds.binary else "continuous-bernoulli"
+    return VAE(x_dim=ds.dim, z_dim=args.latent_dim, hidden=args.hidden, likelihood=args.likelihood,
+               network=args.network, image_shape=ds.image_shape, activation=args.activation, beta=args.beta,
+               guide_flow=args.guide_flow, prior_flow=args.prior_flow, flow_depth=args.flow_depth)

@@ -15,12 +15,14 @@ matches a known value.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pickle
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "DataNotFoundError", "KNOWN_SHA256"]
+__all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "read_idx", "DataNotFoundError",
+           "KNOWN_SHA256"]
 
 KNOWN_SHA256 = {
     "frey_faces/freyfaces.pkl": "3b69410c6a5fd6e03f09012905168be3712373a094a776f7e58fcd0670d2138a",
@@ -215,33 +218,84 @@ def _frey_faces(data_root=None, download=False, seed=0) -> Dataset:
     return Dataset("frey-faces", xs["train"], xs["val"], xs["test"], (1, 28, 20), False)
 
 
+# IDX type codes (LeCun's MNIST format) and their big-endian numpy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (MNIST's format), gzip'ed or not, as a numpy array in native byte order.
+
+    The header is two zero bytes, a type code (0x08 for uint8), the number of dimensions,
+    then each dimension as a big-endian uint32. Raises ``ValueError`` naming the file when
+    it is corrupt or truncated."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path}: corrupt or truncated gzip file: {e}") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (magic bytes {raw[:4].hex() or 'missing'}; expected "
+                         f"00 00, a type code in {{{', '.join(f'{c:02x}' for c in _IDX_DTYPES)}}}, the rank)")
+    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header: {len(raw)} bytes, expected {header} for {ndim} dimensions")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path}: {'truncated' if len(raw) < expected else 'trailing bytes in'} IDX file: "
+                         f"{len(raw)} bytes, expected {expected} for shape {shape} of {dtype.name}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_files(folder: Path) -> list[Path] | None:
+    """The four MNIST-style files in ``folder``, each unpacked or ``.gz``; None unless all are there."""
+    found = []
+    for name in _IDX_FILES:
+        path = next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
 def _torchvision(cls_name: str, label: str) -> Callable[..., Dataset]:
     def load_tv(data_root=None, download=False, seed=0) -> Dataset:
-        import torchvision
-
-        cls = getattr(torchvision.datasets, cls_name)
         roots = [r for r, _ in data_roots(data_root)]
-        splits = None
-        for root in roots:
-            try:
-                splits = {t: cls(str(root / "torchvision"), train=t, download=False) for t in (True, False)}
-                break
-            except RuntimeError:
-                continue
-        if splits is None:
+        files = next((f for f in (_idx_files(r / "torchvision" / cls_name / "raw") for r in roots) if f), None)
+        if files is None:
             if not download:
-                looked = "; ".join(str(r / "torchvision" / cls_name) for r in roots)
+                looked = "; ".join(str(r / "torchvision" / cls_name / "raw") for r in roots)
                 raise DataNotFoundError(
-                    f"{label}: torchvision files not found. Looked in: {looked}. "
+                    f"{label}: torchvision files not found ({', '.join(n + '[.gz]' for n in _IDX_FILES)}). "
+                    f"Looked in: {looked}. "
                     "Pass download=True (--download) or point PYRO_GEN_DATA at a folder holding them."
                 )
-            try:
-                splits = {t: cls(str(_cache_dir() / "torchvision"), train=t, download=True) for t in (True, False)}
+            import torchvision
+
+            cache = _cache_dir() / "torchvision"
+            try:  # downloads the four files into cache/<cls_name>/raw
+                getattr(torchvision.datasets, cls_name)(str(cache), train=False, download=True)
             except Exception as e:  # network errors come in many types
                 raise DataNotFoundError(f"{label}: download failed: {e}") from e
-        train_x = splits[True].data.reshape(-1, 784).float() / 255.0
-        test_x = splits[False].data.reshape(-1, 784).float() / 255.0
-        train_y, test_y = splits[True].targets, splits[False].targets
+            files = _idx_files(cache / cls_name / "raw")
+            if files is None:
+                raise DataNotFoundError(f"{label}: download left no IDX files in {cache / cls_name / 'raw'}")
+        images, labels = {}, {}
+        for split, (x_path, y_path) in (("train", files[:2]), ("test", files[2:])):
+            x, y = read_idx(x_path), read_idx(y_path)
+            if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+                raise ValueError(f"{x_path}: expected uint8 images (N, 28, 28), got {x.dtype} {x.shape}")
+            if y.shape != x.shape[:1]:
+                raise ValueError(f"{y_path}: expected {len(x)} labels, one per image of {x_path}, got shape {y.shape}")
+            images[split] = torch.from_numpy(x.reshape(-1, 784)).float() / 255.0
+            labels[split] = torch.from_numpy(y).long()
+        train_x, test_x, train_y, test_y = images["train"], images["test"], labels["train"], labels["test"]
         n_val = min(10000, len(train_x) // 6)  # the usual 50k/10k split of the 60k training images
         perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
@@ -327,7 +381,8 @@ def load(name: str, data_root: str | os.PathLike | None = None, download: bool =
     Args:
         name: one of :func:`names`: ``digits`` (scikit-learn's bundled 8x8 digits,
             binarized, offline), ``binarized-mnist`` (the static Larochelle split),
-            ``mnist`` and ``fashion-mnist`` (torchvision, grey values in [0, 1]),
+            ``mnist`` and ``fashion-mnist`` (torchvision's IDX files, ``.gz`` or
+            unpacked, read in place; grey values in [0, 1], labels set),
             ``frey-faces`` (20x28 grey faces in [0, 1]), ``20newsgroups`` (word
             counts, ``vocab`` set), ``jsb-chorales`` (piano rolls (N, T, 88),
             ``lengths`` set).

@@ -1,6 +1,7 @@
 """The named parts of :func:`pyro_gen.fit`'s loop, around one :class:`Run`.
 
-- preparing data and parameters: :meth:`Run.__init__`;
+- preparing data and parameters: :meth:`Run.__init__` (the data source: :mod:`.sources`; the
+  processes: :mod:`.distributed`; precision and compilation: :mod:`.precision`);
 - resuming: :meth:`Run.resume`; checkpointing: :meth:`Run.checkpoint`;
 - one optimizer step: :meth:`Run.step` (with the NaN guard);
 - one epoch of steps under a budget: :meth:`Run.train_epoch`;
@@ -28,9 +29,12 @@ from pyro.infer import TraceEnum_ELBO
 from ..data import check_batch, check_for_models
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from .distributed import no_sync, world
 from .params import get_state, load_state, modules_of, param_store_names, parameters_of
 from .particles import with_particles
+from .precision import autocast, compile_networks
 from .schedules import make_optimizer, make_scheduler, step_scheduler
+from .sources import Shards, as_tensors, make_source, shard_key
 
 __all__ = ["Run", "FitResult", "NonFiniteLossError"]
 
@@ -38,7 +42,8 @@ _LOG = logging.getLogger("pyro_gen")
 
 # What a checkpoint keeps of Run.state, besides parameters, optimizer, scheduler and RNG states.
 _CHECKPOINTED = ("epoch", "step", "seconds", "history", "bad_epochs", "best_val", "best_epoch", "best", "perm", "pos",
-                 "total", "count")
+                 "total", "count", "base_seed")
+_VAL = 2**31  # the shard index of validation chunks in shard_key (training shards are numbered from 0)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,19 +85,30 @@ class FitResult:
 class Run:
     """One training run of a model/guide pair: its data, parameters, optimizer and progress."""
 
-    def __init__(self, model: Callable, guide: Callable, train_data, *, objective, epochs: int, batch_size: int,
+    def __init__(self, model: Callable, guide: Callable, train_data, *, objective, epochs: int, batch_size: int | None,
                  lr: float, optimizer: str, weight_decay: float, val_data, val_batch_size: int, patience: int | None,
                  beta: float, kl_anneal: float, clip_norm: float | None, lr_schedule, seed: int | None, device,
-                 out, checkpoint_every: int, max_steps: int | None, max_seconds: float | None):
+                 out, checkpoint_every: int, max_steps: int | None, max_seconds: float | None,
+                 loader_options: dict | None = None, accumulate: int = 1, distributed: bool | None = None,
+                 precision: str = "32", compile: bool | str | dict = False):
         self.model, self.guide = model, guide
-        self.epochs, self.batch_size, self.val_batch_size = epochs, batch_size, val_batch_size
+        self.epochs, self.val_batch_size = epochs, val_batch_size
         self.patience, self.beta, self.kl_anneal, self.clip_norm = patience, beta, kl_anneal, clip_norm
         self.checkpoint_every, self.max_steps, self.max_seconds = checkpoint_every, max_steps, max_seconds
-        self.device = torch.device(device)
+        self.world = world(distributed, device)
+        self.device = self.world.device(device)
+        self.shards = Shards(self.world.rank, self.world.size, accumulate)
+        # More than one shard per step: each shard's random numbers come from (seed, step, shard), so
+        # that P processes equal one process accumulating P shards (see pyro_gen.infer.distributed).
+        self.keyed = self.shards.count > 1
         self.elbo = _objectives.get(objective)
         self.sequential = _objectives.devectorized(self.elbo)  # for models that do not broadcast over particles
-        self.train = tuple(t.to(self.device) for t in check_batch(train_data, "train_data"))
-        self.val = (tuple(t.to(self.device) for t in check_batch(val_data, "val_data"))
+        self.source, self.batch_size = make_source(train_data, batch_size, self.shards, self.device,
+                                                   loader_options=loader_options, sync=self.world.all_sum)
+        if self.keyed and self.batch_size % self.shards.count:
+            raise ValueError(f"batch_size {self.batch_size} is the global batch: it must be divisible by world_size × "
+                             f"accumulate = {self.world.size} × {accumulate}, each process taking an equal share")
+        self.val = (tuple(t.to(self.device) for t in as_tensors(val_data, "val_data"))
                     if val_data is not None else None)
         self.out = Path(out) if out is not None else None
         self.ckpt_path = self.out / "checkpoint.pt" if self.out is not None else None
@@ -100,19 +116,20 @@ class Run:
         if seed is not None:
             pyro.set_rng_seed(seed)
         # seed=None: the shuffling follows torch's global RNG (torch.seed() would reseed that RNG itself,
-        # at random: the caller's own seeding would no longer reproduce the run)
-        self.shuffle = torch.Generator().manual_seed(
-            seed if seed is not None else int(torch.randint(2**62, (1,)).item()))
+        # at random: the caller's own seeding would no longer reproduce the run); processes take rank 0's
+        base_seed = seed if seed is not None else self.world.broadcast_int(int(torch.randint(2**62, (1,)).item()))
+        self.shuffle = torch.Generator().manual_seed(base_seed)
 
         self.modules = modules_of(model, guide)
-        check_for_models(self.train, self.modules)
+        first = self.source.first(self.batch_size)
+        # in-memory data are checked whole; a data set or stream by its first batch
+        check_for_models(getattr(self.source, "data", None) or check_batch(first, "train_data"), self.modules)
         if self.val is not None:
             check_for_models(self.val, self.modules)
         for m in self.modules:
             m.to(self.device)
             m.train()
         # One forward pass creates any lazily initialized pyro.param; then the parameter list is complete.
-        first = tuple(t[: min(batch_size, len(t))] for t in self.train)
         self.store_names, enumerated = param_store_names(model, guide, first, self.modules, enumerated=True)
         if enumerated and not isinstance(self.elbo, TraceEnum_ELBO):
             raise ValueError(
@@ -123,18 +140,26 @@ class Run:
         self.params = parameters_of(self.modules, self.store_names)
         if not self.params:
             raise ValueError("model and guide have no trainable parameters (no nn.Module owner and no pyro.param)")
+        owned = {id(p) for m in self.modules for p in m.parameters()}
+        self.store_params = [p for p in self.params if id(p) not in owned]  # pyro.param values DDP does not see
+        self.world.broadcast(self.store_params)
+        self.autocast = autocast(precision, self.device)
+        self.uncompile = compile_networks(self.modules, compile)
+        self.weight = 1.0  # the latent sites' weight of the current step (KL annealing, beta)
+        self.loss_fn = self.world.wrap(self.modules, self.shard_loss)
         self.opt = make_optimizer(optimizer, self.params, lr, weight_decay)
         self.sched = make_scheduler(lr_schedule, self.opt, epochs)
 
-        self.n = len(self.train[0])
-        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        self.n = self.source.n
+        self.steps_per_epoch = self.source.steps_per_epoch
         self.state: dict[str, Any] = {
             "epoch": 0, "step": 0, "seconds": 0.0, "history": [], "bad_epochs": 0,
-            "best": None, "best_val": None, "best_epoch": 0, "ckpt_epoch": None,
+            "best": None, "best_val": None, "best_epoch": 0, "ckpt_epoch": None, "base_seed": base_seed,
             # where we are inside an epoch (a budget can stop a run mid-epoch)
             "perm": None, "pos": 0, "total": 0.0, "count": 0}
-        self.config = {"objective": _objectives.describe(self.elbo), "batch_size": batch_size, "n_train": self.n,
-                       "epochs": epochs, "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else None}
+        self.config = {"objective": _objectives.describe(self.elbo), "batch_size": self.batch_size, "n_train": self.n,
+                       "epochs": epochs, "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else None,
+                       "shards": self.shards.count, "world_size": self.world.size, "precision": precision}
         self.stopped = "epochs"
         self.history = self.state["history"]  # what is reported: the epochs, and a partial one if a budget hit
 
@@ -142,25 +167,32 @@ class Run:
 
     def position(self) -> float:
         """Epochs done, with the fraction of a partly done one."""
-        return self.state["epoch"] + (self.state["pos"] / self.n if self.state["perm"] is not None else 0)
+        if self.state["perm"] is None or not self.n:
+            return self.state["epoch"]
+        return self.state["epoch"] + self.state["pos"] / self.n
 
     def resume(self) -> None:
         """Continue from ``out/checkpoint.pt``: parameters, optimizer, RNGs, position. Where there is no
         checkpoint yet (a first run under a script that always resumes) it says so in one line and
         starts a new run; where there is one it says the epoch and step it continues from."""
-        if self.ckpt_path is None or not self.ckpt_path.exists():
+        found = self.ckpt_path is not None and self.ckpt_path.exists()
+        if self.world.all_sum([float(found)])[0] not in (0, self.world.size):
+            raise CheckpointError(f"{self.ckpt_path} is seen by some processes and not by others: under torchrun on "
+                                  "several machines, the run folder must be on a file system they share")
+        if not found:
             _LOG.warning("resume: no checkpoint at %s; starting a new run", self.ckpt_path)
             return
         ck = load_checkpoint(self.ckpt_path, map_location="cpu")  # RNG states must stay on the CPU
-        must_match = ["objective", "batch_size", "n_train"]
+        ck["config"].setdefault("shards", 1)  # written before data sources had shards
+        must_match = ["objective", "batch_size", "n_train", "shards"]
         if self.config["lr_schedule"] == "cosine":  # its period is the number of epochs
             must_match.append("epochs")
         for key in must_match:
             if ck["config"].get(key) != self.config[key]:
                 raise CheckpointError(
                     f"{self.ckpt_path} was made with {key}={ck['config'].get(key)!r}, this run has "
-                    f"{self.config[key]!r}: resume needs the same objective, batch size and data (and epochs under "
-                    "a cosine schedule)")
+                    f"{self.config[key]!r}: resume needs the same objective, batch size, data and world_size × "
+                    "accumulate (and epochs under a cosine schedule)")
         _check_shapes(self.ckpt_path, self.modules, ck["state"])
         load_state(self.modules, ck["state"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -171,14 +203,19 @@ class Run:
         if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
         self.state.update({k: ck[k] for k in self.state if k in ck})
+        if self.state["perm"] is not None and not self.source.resumable:
+            _LOG.warning("resume: %s stopped inside epoch %d of a stream, which resumes at epoch boundaries only; "
+                         "starting that epoch again", self.ckpt_path, self.state["epoch"] + 1)
+            self.state.update(perm=None, pos=0, total=0.0, count=0)
         self.state["ckpt_epoch"] = self.position()
         self.history = self.state["history"]
         _LOG.warning("resume: continuing from %s at epoch %g, step %d", self.ckpt_path, self.position(),
                      self.state["step"])
 
     def checkpoint(self) -> None:
-        """Write ``out/checkpoint.pt`` atomically (nothing without ``out``)."""
-        if self.ckpt_path is None:
+        """Write ``out/checkpoint.pt`` atomically (nothing without ``out``; rank 0 only)."""
+        self.state["ckpt_epoch"] = self.position()
+        if self.ckpt_path is None or not self.world.main:
             return
         cuda = self.device.type == "cuda"
         save_checkpoint({
@@ -188,10 +225,9 @@ class Run:
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state(self.device) if cuda else None},
         }, self.ckpt_path)
-        self.state["ckpt_epoch"] = self.position()
 
     def write_metrics(self, history: list[dict], stopped: str | None = None) -> None:
-        if self.out is not None:
+        if self.out is not None and self.world.main:
             write_json({"config": self.config, "history": history, "best_epoch": self.state["best_epoch"],
                         "best_val_loss": self.state["best_val"], "stopped": stopped}, self.out / "metrics.json")
 
@@ -202,12 +238,12 @@ class Run:
             return self.beta
         return self.beta * min(1.0, step / (self.kl_anneal * self.steps_per_epoch))
 
-    def batch_loss(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
-        """The objective's loss per data point, with latent sites weighted by ``weight``."""
-        if weight != 1.0:
-            with _objectives.LatentScale(weight):
-                return self.loss(batch) / len(batch[0])
-        return self.loss(batch) / len(batch[0])
+    def shard_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The objective's loss summed over ``batch``, latent sites weighted by ``self.weight``, in the run's
+        precision (what DDP's forward computes)."""
+        scale = _objectives.LatentScale(self.weight) if self.weight != 1.0 else contextlib.nullcontext()
+        with scale, self.autocast():
+            return self.loss(batch).float()
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The objective's loss on ``batch``: particles vectorized where the model broadcasts."""
@@ -217,31 +253,47 @@ class Run:
                               lambda: self.elbo.differentiable_loss(self.model, self.guide, *batch),
                               lambda: self.sequential.differentiable_loss(self.model, self.guide, *batch))
 
-    def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> float:
-        """One optimizer step on ``batch``; a NaN or inf loss stops the run before any update."""
-        loss = self.batch_loss(batch, self.kl_weight(self.state["step"]))
-        value = loss.item()
-        if not math.isfinite(value):
-            where = (f"last good checkpoint: {self.ckpt_path} (epoch {self.state['ckpt_epoch']:g})"
-                     if self.state["ckpt_epoch"] is not None else "no checkpoint was written")
-            raise NonFiniteLossError(
-                f"loss became {value} at epoch {epoch}, step {self.state['step'] + 1} "
-                f"(objective {self.config['objective']}); training stopped, {where}. Try a lower lr, "
-                "clip_norm, or check the data and the model's scales.")
+    def step(self, shards: list[tuple[torch.Tensor, ...]], points: int, epoch: int) -> float:
+        """One optimizer step on this process's ``shards`` of a global batch of ``points`` points; returns the
+        loss per point of the whole batch. A NaN or inf loss stops the run before any update."""
+        self.weight = self.kl_weight(self.state["step"])
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value = 0.0
+        for m, batch in enumerate(shards):
+            if self.keyed:
+                torch.manual_seed(shard_key(self.state["base_seed"], self.state["step"], self.shards.mine[m]))
+            last = m == len(shards) - 1
+            with contextlib.nullcontext() if last else no_sync(self.loss_fn):
+                loss = self.loss_fn(batch) / points  # this shard's part of the loss per point
+                part = self.world.all_sum([loss.item()])[0]  # every process sees the same number
+                if not math.isfinite(part):
+                    self._stop_on(part, epoch)
+                # DDP averages gradients over processes; the loss per point is their sum
+                (loss * self.world.size if self.world.size > 1 else loss).backward()
+            value += part
+        self.world.average_grads(self.store_params)
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.opt.step()
         return value
+
+    def _stop_on(self, value: float, epoch: int) -> None:
+        where = (f"last good checkpoint: {self.ckpt_path} (epoch {self.state['ckpt_epoch']:g})"
+                 if self.state["ckpt_epoch"] is not None else "no checkpoint was written")
+        raise NonFiniteLossError(
+            f"loss became {value} at epoch {epoch}, step {self.state['step'] + 1} "
+            f"(objective {self.config['objective']}); training stopped, {where}. Try a lower lr, "
+            "clip_norm, or check the data and the model's scales.")
 
     # --- one epoch under a budget ----------------------------------------------------------
 
     def budget_spent(self, elapsed: float) -> str | None:
         if self.max_steps is not None and self.state["step"] >= self.max_steps:
             return "max_steps"
-        if self.max_seconds is not None and self.state["seconds"] + elapsed >= self.max_seconds:
-            return "max_seconds"
+        if self.max_seconds is not None:  # clocks differ between processes: stop when any one is out of time
+            late = self.state["seconds"] + elapsed >= self.max_seconds
+            if self.world.all_sum([float(late)])[0] > 0:
+                return "max_seconds"
         return None
 
     def train_epoch(self, epoch: int, bar) -> str | None:
@@ -249,21 +301,25 @@ class Run:
         t0 = time.perf_counter()
         state, budget_hit = self.state, None
         if state["perm"] is None:
-            state.update(perm=torch.randperm(self.n, generator=self.shuffle), pos=0, total=0.0, count=0)
-        perm = state["perm"].to(self.device)
-        while state["pos"] < self.n:
+            state.update(perm=self.source.order(self.shuffle), pos=0, total=0.0, count=0)
+        key = lambda b, j: shard_key(state["base_seed"], epoch, b, j)  # noqa: E731 (a data fetch's seed)
+        batches = self.source.batches(state["perm"], state["pos"], key)
+        while True:
             budget_hit = self.budget_spent(time.perf_counter() - t0)
             if budget_hit:
                 break
-            idx = perm[state["pos"]:state["pos"] + self.batch_size]
-            value = self.step(tuple(t[idx] for t in self.train), epoch)
-            state["step"] += 1
-            state["pos"] += len(idx)
-            state["total"] += value * len(idx)
-            state["count"] += len(idx)
-            bar.update(1)
+            shards, points = next(batches, (None, 0))
+            if shards is None:
+                break
+            if shards:  # (a last batch too small to give every shard a point is skipped)
+                value = self.step(shards, points, epoch)
+                state["step"] += 1
+                state["total"] += value * points
+                state["count"] += points
+                bar.update(1)
+            state["pos"] += points
             if state["step"] % 20 == 0:
-                bar.set_postfix(epoch=epoch, loss=f"{state['total'] / state['count']:.3f}", refresh=False)
+                bar.set_postfix(epoch=epoch, loss=f"{state['total'] / max(state['count'], 1):.3f}", refresh=False)
         state["seconds"] += time.perf_counter() - t0
         return budget_hit
 
@@ -276,7 +332,8 @@ class Run:
                "seconds": state["seconds"]}
         if self.val is not None:
             row["val_loss"] = validation_loss(self.elbo, self.model, self.guide, self.val, self.val_batch_size,
-                                              self.beta, self.modules)
+                                              self.beta, self.modules, self.world,
+                                              self.state["base_seed"] if self.keyed else None, epoch)
         return row
 
     def patience_spent(self) -> bool:
@@ -312,7 +369,8 @@ class Run:
                         **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
         if self.patience_spent():
             self.stopped = "early_stopping"
-        if callback is not None and callback(row) is False:
+        wants_stop = callback is not None and callback(row) is False
+        if self.world.all_sum([float(wants_stop)])[0] > 0:  # any process's callback stops them all
             self.stopped = "callback"
         if epoch % self.checkpoint_every == 0 or self.stopped != "epochs" or epoch == self.epochs:
             self.checkpoint()
@@ -324,6 +382,7 @@ class Run:
         state = self.state
         self.write_metrics(self.history, self.stopped)
         best_state = state["best"] if state["best"] is not None else get_state(self.modules, self.store_names)
+        self.uncompile()
         result = FitResult(self.history, best_state, state["best_epoch"], state["best_val"], self.stopped,
                            state["step"], state["seconds"], self.out, self.modules)
         if restore_best and self.val is not None and state["best"] is not None:
@@ -332,18 +391,31 @@ class Run:
 
 
 @torch.no_grad()
-def validation_loss(elbo, model, guide, data, batch_size, beta, modules) -> float:
-    """The objective's loss per data point on held-out data, modules in eval mode."""
+def validation_loss(elbo, model, guide, data, batch_size, beta, modules, world=None, keyed_seed: int | None = None,
+                    epoch: int = 0) -> float:
+    """The objective's loss per data point on held-out data, modules in eval mode.
+
+    Under several processes, chunk ``j`` goes to process ``j mod world_size`` and the sums are added
+    up; with ``keyed_seed`` each chunk draws from its own seed (seed, epoch, chunk), so the number
+    does not depend on how many processes share the work.
+    """
     for m in modules:
         m.eval()
+    rank, size = (world.rank, world.size) if world is not None else (0, 1)
     total, n = 0.0, len(data[0])
     scale = _objectives.LatentScale(beta) if beta != 1.0 else contextlib.nullcontext()
     with pyro.validation_enabled(False), scale:
-        for i in range(0, n, batch_size):
+        for j, i in enumerate(range(0, n, batch_size)):
+            if j % size != rank:
+                continue
+            if keyed_seed is not None:
+                torch.manual_seed(shard_key(keyed_seed, epoch, _VAL, j))
             batch = tuple(t[i:i + batch_size] for t in data)
             total += elbo.differentiable_loss(model, guide, *batch).item()
     for m in modules:
         m.train()
+    if world is not None:
+        total = world.all_sum([total])[0]
     return total / n
 
 

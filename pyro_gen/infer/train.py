@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import pyro
 import torch
 from pyro.infer import ELBO
+from torch.utils.data import DataLoader, Dataset
 
 from .params import modules_of, parameters_of
 from .progress import progress_bar
@@ -33,15 +34,15 @@ __all__ = ["fit", "FitResult", "NonFiniteLossError", "modules_of", "parameters_o
 def fit(
     model: Callable,
     guide: Callable,
-    train_data: torch.Tensor | Sequence[torch.Tensor],
+    train_data: torch.Tensor | Sequence[torch.Tensor] | Dataset | DataLoader,
     *,
     objective: str | ELBO = "trace",
     epochs: int = 10,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
-    val_data: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    val_data: torch.Tensor | Sequence[torch.Tensor] | Dataset | DataLoader | None = None,
     val_batch_size: int = 1000,
     patience: int | None = None,
     beta: float = 1.0,
@@ -59,18 +60,30 @@ def fit(
     validate: bool = False,
     restore_best: bool = True,
     callback: Callable[[dict], Any] | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    accumulate: int = 1,
+    distributed: bool | None = None,
+    precision: str = "32",
+    compile: bool | str | dict = False,
 ) -> FitResult:
     """Fit ``model``/``guide`` to data by maximizing ``objective`` with minibatch SVI.
 
     Args:
         model, guide: Pyro functions taking a batch (``model(x)``, or ``model(x, y)``
             when ``train_data`` is a tuple); typically a ``PyroModule``'s methods.
-        train_data: a float tensor (N, D), or a tuple of tensors sharing N; padded
-            sequences come as ``(x, lengths)`` with x of shape (N, T, D).
+        train_data: a float tensor (N, D), or a tuple of tensors sharing N (padded
+            sequences come as ``(x, lengths)`` with x of shape (N, T, D)); or any
+            ``torch.utils.data.Dataset`` (map-style or iterable) whose items collate to
+            such a batch; or a ``DataLoader`` (its batch size, sampler, workers and
+            ``collate_fn`` are kept; fit feeds it its own resumable order).
         objective: a name for :func:`pyro_gen.objectives.get` (``"trace"``,
             ``"meanfield"``, ``"iwae:5"``, ``"dreg:5"``, ``"renyi:0.5"``, ``"graph"``)
             or any ELBO with ``differentiable_loss``.
         epochs, batch_size, lr, optimizer, weight_decay: the optimization budget.
+            ``batch_size`` is the global batch (all processes and accumulation steps
+            together); None: a DataLoader's own, else 128.
         val_data: held-out data: its loss is computed after every epoch, the best
             epoch's parameters are kept, and ``patience`` epochs without improvement
             stop training early.
@@ -90,6 +103,17 @@ def fit(
             the data are always checked once up front).
         restore_best: load the best validation state into the modules at the end.
         callback: called with each epoch's history row; return ``False`` to stop.
+        num_workers, pin_memory, persistent_workers: the DataLoader that fetches a
+            ``Dataset``'s batches (transforms run in the workers).
+        accumulate: cut each batch into this many shards, one backward pass each,
+            before the optimizer step (gradient accumulation).
+        distributed: train with DistributedDataParallel: None follows
+            ``torch.distributed`` (on when a process group is initialized, as under
+            ``torchrun``); True initializes one from torchrun's environment (gloo on
+            CPU, NCCL on CUDA). Only rank 0 writes metrics, checkpoints and progress.
+        precision: ``"32"`` or ``"bf16-mixed"`` (the forward pass under ``torch.autocast``).
+        compile: ``torch.compile`` the model's networks (not Pyro's handlers): True, a
+            backend name, or ``torch.compile``'s keyword arguments.
 
     Returns:
         A :class:`FitResult` with the history and the best state.
@@ -99,17 +123,24 @@ def fit(
             the step and the last good checkpoint. Nothing bad is written to disk.
     """
     _check_options(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience, beta=beta,
-                   kl_anneal=kl_anneal, resume=resume, out=out)
+                   kl_anneal=kl_anneal, resume=resume, out=out, accumulate=accumulate)
+    loader_options = {"num_workers": num_workers, "pin_memory": pin_memory}
+    if num_workers > 0:
+        loader_options["persistent_workers"] = persistent_workers
     run = Run(model, guide, train_data, objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
               optimizer=optimizer, weight_decay=weight_decay, val_data=val_data, val_batch_size=val_batch_size,
               patience=patience, beta=beta, kl_anneal=kl_anneal, clip_norm=clip_norm, lr_schedule=lr_schedule,
               seed=seed, device=device, out=out, checkpoint_every=checkpoint_every, max_steps=max_steps,
-              max_seconds=max_seconds)
+              max_seconds=max_seconds, loader_options=loader_options, accumulate=accumulate, distributed=distributed,
+              precision=precision, compile=compile)
+    if kl_anneal > 0 and run.steps_per_epoch is None:
+        raise ValueError("kl_anneal counts epochs, and a stream of unknown length has no steps per epoch: give the "
+                         "IterableDataset a __len__, or anneal with a callback")
     if resume:
         run.resume()
-    total = epochs * run.steps_per_epoch
-    bar = progress_bar(total=total, initial=min(run.state["step"], total), disable=not progress, desc="fit",
-                       unit="step", dynamic_ncols=True)
+    total = epochs * run.steps_per_epoch if run.steps_per_epoch is not None else None
+    bar = progress_bar(total=total, initial=min(run.state["step"], total or run.state["step"]),
+                       disable=not progress or not run.world.main, desc="fit", unit="step", dynamic_ncols=True)
     with bar, pyro.validation_enabled(validate):
         while run.state["epoch"] < epochs:
             if run.patience_spent():  # e.g. resuming a run that had already stopped early
@@ -128,9 +159,10 @@ def fit(
     return run.result(restore_best)
 
 
-def _check_options(*, epochs, batch_size, optimizer, patience, beta, kl_anneal, resume, out) -> None:
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+def _check_options(*, epochs, batch_size, optimizer, patience, beta, kl_anneal, resume, out, accumulate) -> None:
+    if epochs < 0 or (batch_size is not None and batch_size < 1) or accumulate < 1:
+        raise ValueError(f"epochs must be >= 0, batch_size >= 1 and accumulate >= 1, got epochs={epochs}, "
+                         f"batch_size={batch_size}, accumulate={accumulate}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
     if patience is not None and patience < 1:

@@ -113,26 +113,102 @@ def test_import_stays_light():
 
 
 def _write_idx(path, array):
+    import gzip
+
     import numpy as np
 
     array = np.asarray(array, dtype=np.uint8)
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.tobytes())
+    payload = header + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+
+
+def _write_mnist_like(folder, suffix=""):
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 12)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, (n,)))
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_torchvision_sets_from_a_local_root(tmp_path, name, folder):
-    import numpy as np
-
-    raw = tmp_path / "torchvision" / folder / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 12)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)))
+    _write_mnist_like(tmp_path / "torchvision" / folder / "raw")
     ds = data.load(name, data_root=tmp_path)
     assert ds.train.shape == (50, 784) and ds.val.shape == (10, 784) and ds.test.shape == (12, 784)
     assert 0.0 <= ds.train.min() and ds.train.max() <= 1.0 and ds.labels["train"].shape == (50,)
+
+
+def test_torchvision_sets_from_gz_files_read_in_place(tmp_path):
+    """The canonical .gz files are read as they are, with the same result as the unpacked ones."""
+    _write_mnist_like(tmp_path / "gz" / "torchvision" / "MNIST" / "raw", suffix=".gz")
+    _write_mnist_like(tmp_path / "raw" / "torchvision" / "MNIST" / "raw")
+    before = sorted(p.name for p in (tmp_path / "gz").rglob("*"))
+    a, b = data.load("mnist", data_root=tmp_path / "gz"), data.load("mnist", data_root=tmp_path / "raw")
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(a, split), getattr(b, split)) and torch.equal(a.labels[split], b.labels[split])
+    assert a.labels["train"].dtype == torch.long and sorted(p.name for p in (tmp_path / "gz").rglob("*")) == before
+
+
+def test_torchvision_download_goes_to_the_cache_folder(tmp_path, monkeypatch):
+    """download=True asks torchvision to fetch the files into the cache, then reads them there
+    (torchvision stands in for the network here)."""
+    import torchvision
+
+    calls = []
+
+    def fake_mnist(root, train, download):
+        calls.append((root, train, download))
+        _write_mnist_like(tmp_path / "cache" / "pyro_gen" / "torchvision" / "MNIST" / "raw", suffix=".gz")
+
+    monkeypatch.delenv("PYRO_GEN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(torchvision.datasets, "MNIST", fake_mnist)
+    ds = data.load("mnist", data_root=tmp_path / "empty", download=True)
+    assert calls == [(str(tmp_path / "cache" / "pyro_gen" / "torchvision"), False, True)]
+    assert ds.train.shape == (50, 784) and ds.test.shape == (12, 784)
+
+
+def test_corrupt_idx_files_are_named(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    good = tmp_path / "good-idx3-ubyte"
+    _write_idx(good, np.arange(2 * 3 * 4).reshape(2, 3, 4))
+    assert data.read_idx(good).shape == (2, 3, 4) and data.read_idx(good).dtype == np.uint8
+    cases = {
+        "truncated.gz": (gzip.compress(good.read_bytes())[:-12], "corrupt or truncated gzip"),
+        "truncated": (good.read_bytes()[:-5], r"truncated IDX file: 35 bytes, expected 40 for shape \(2, 3, 4\)"),
+        "magic": (b"\x08\x03" + good.read_bytes()[2:], "not an IDX file"),
+        "header": (good.read_bytes()[:9], "truncated IDX header"),
+    }
+    for name, (payload, message) in cases.items():
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError, match=message) as err:
+            data.read_idx(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value)
+
+
+def test_real_mnist_from_the_shared_gz_files(shared_data):
+    raw = shared_data / "torchvision" / "MNIST" / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"{raw} not found")
+
+    def listing():
+        return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in shared_data.rglob("*"))
+
+    before = listing()
+    ds = data.load("mnist", data_root=shared_data)
+    assert ds.train.shape == (50_000, 784) and ds.val.shape == (10_000, 784) and ds.test.shape == (10_000, 784)
+    for split in ("train", "val", "test"):
+        y = ds.labels[split]
+        assert y.shape == (len(getattr(ds, split)),) and y.min() == 0 and y.max() == 9
+        assert 0.0 <= getattr(ds, split).min() and getattr(ds, split).max() <= 1.0
+    assert 0.12 < ds.train.mean().item() < 0.14  # MNIST's mean grey level is 0.1307
+    assert listing() == before  # nothing written under the data root
 
 
 def test_binarized_mnist_plain_text_amat_as_downloaded(tmp_path):

@@ -25,9 +25,11 @@ def test_fit_cli_writes_metrics_checkpoint_figures_and_resumes(tmp_path):
     for fig in ("reconstructions", "samples", "latent", "interpolation", "manifold", "training_curves"):
         assert (out / f"{fig}.png").is_file(), fig
     assert m["config"]["objective"] == "iwae"
-    # only the options that apply to a VAE: no pPCA, topic or sequence options
-    assert "guide_flow" in m["config"] and "latent_dim" in m["config"]
-    assert not {"ppca_encoder", "topics", "states", "num_iafs"} & set(m["config"])
+    # only the options that apply to a VAE: the common ones and the VAE's, no pPCA, topic or sequence options
+    assert "guide_flow" in m["config"] and "latent_dim" in m["config"] and m["config"]["model"] == "vae"
+    assert not {"ppca_encoder", "topics", "states", "num_iafs", "rnn_dim"} & set(m["config"])
+    vae = {a.dest for a in fit_cli._subcommands(fit_cli.build_parser())["vae"]._actions} - {"help"}
+    assert set(m["config"]) == vae | {"model"} and saved["config"]["likelihood"] == "bernoulli"
 
     # continue to 4 epochs: the history grows from where it stopped
     m2 = fit_cli.main(args + ["--epochs", "4", "--resume"])

@@ -1,0 +1,342 @@
+"""Where :func:`pyro_gen.fit`'s batches come from: tensors, a map-style ``Dataset``, an
+``IterableDataset`` or a ``DataLoader`` the user built.
+
+Every source cuts each *global* batch into shards: ``world_size × accumulate`` of them,
+of which this process takes its own (``rank × accumulate + m`` for ``m < accumulate``).
+One process with ``accumulate=1`` takes the whole batch as its one shard.
+
+- **Tensors** (and a ``TensorDataset``): rows are indexed directly, no DataLoader.
+- **Map-style data sets**: the epoch's order is a permutation drawn from fit's shuffling
+  generator (or the user sampler's order), kept in the checkpoint; a ``DataLoader`` with
+  the user's workers, ``pin_memory``, ``persistent_workers``, ``collate_fn`` fetches each
+  shard, so transforms run in the workers. Each shard is fetched under a torch seed
+  derived from (seed, epoch, batch, shard): a random transform (dynamic binarization)
+  draws the same values whatever the number of workers or processes, and a resumed run
+  fetches exactly what the interrupted one would have.
+- **Iterable data sets** stream; under ``torch.distributed`` each process keeps every
+  ``world_size``-th item. They resume at epoch boundaries only: a run stopped mid-epoch
+  starts that epoch again.
+
+What torch's ``DataLoader`` lacks and this module adds: a sampler state that a checkpoint
+can hold, and a batch split over processes and accumulation steps that is the same for
+every kind of data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler,
+                              TensorDataset)
+from torch.utils.data._utils.collate import default_collate
+
+from ..data import check_batch
+
+__all__ = ["Shards", "TensorSource", "MapSource", "IterableSource", "make_source", "as_tensors", "shard_key",
+           "LOADER_OPTIONS"]
+
+# DataLoader arguments a rebuilt loader takes over from the user's own.
+LOADER_OPTIONS = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
+                  "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order")
+
+
+@dataclass(frozen=True)
+class Shards:
+    """How a global batch is cut: ``size × accumulate`` shards, of which this rank takes ``accumulate``."""
+
+    rank: int = 0
+    size: int = 1
+    accumulate: int = 1
+
+    @property
+    def count(self) -> int:
+        return self.size * self.accumulate
+
+    @property
+    def mine(self) -> range:
+        return range(self.rank * self.accumulate, (self.rank + 1) * self.accumulate)
+
+
+def shard_key(seed: int, *where: int) -> int:
+    """A 63-bit seed for one shard of one batch of one epoch (or one validation chunk)."""
+    key = seed & (2**63 - 1)
+    for w in where:
+        key = (key * 6364136223846793005 + 1442695040888963407 + w) % 2**63
+    return key
+
+
+def _as_tuple(batch) -> tuple[torch.Tensor, ...]:
+    if torch.is_tensor(batch):
+        return (batch,)
+    if isinstance(batch, (tuple, list)) and all(torch.is_tensor(t) for t in batch):
+        return tuple(batch)
+    raise TypeError(f"a batch must be a tensor or a tuple of tensors (what the model takes), got "
+                    f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else ' of ' + ', '.join(type(t).__name__ for t in batch)}")
+
+
+class TensorSource:
+    """Rows of in-memory tensors, indexed directly on the device."""
+
+    resumable = True
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shards: Shards, device):
+        self.data = tuple(t.to(device) for t in tensors)
+        self.n = len(self.data[0])
+        self.batch_size, self.shards = batch_size, shards
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+
+    def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[:min(k, self.n)] for t in self.data)
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.n, generator=generator)
+
+    def batches(self, perm: torch.Tensor, pos: int, key: Callable[[int, int], int]
+                ) -> Iterator[tuple[list[tuple[torch.Tensor, ...]], int]]:
+        """From point ``pos`` of the epoch's order on: (this rank's shards, points in the global batch)."""
+        perm = perm.to(self.data[0].device)
+        while pos < len(perm):
+            idx = perm[pos:pos + self.batch_size]
+            pos += len(idx)
+            parts = torch.tensor_split(idx, self.shards.count) if self.shards.count > 1 else (idx,)
+            if len(idx) < self.shards.count:  # a last batch too small to give every shard a point
+                yield [], len(idx)
+                continue
+            yield [tuple(t[parts[j]] for t in self.data) for j in self.shards.mine], len(idx)
+
+
+class _Fetch(Dataset):
+    """Fetches one whole shard per ``DataLoader`` item: ``(seed, indices) -> batch``, collated in the
+    worker, under a torch seed of its own (restored afterwards)."""
+
+    def __init__(self, dataset: Dataset, collate_fn: Callable | None):
+        self.dataset, self.collate_fn = dataset, collate_fn or default_collate
+
+    def __getitem__(self, spec: tuple[int, list[int]]):
+        seed, idx = spec
+        if isinstance(self.dataset, TensorDataset):  # nothing random: index the tensors at once
+            return tuple(t[idx] for t in self.dataset.tensors)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = random.getstate()
+            random.seed(seed)
+            try:
+                many = getattr(self.dataset, "__getitems__", None)
+                items = many(idx) if many is not None else [self.dataset[i] for i in idx]
+            finally:
+                random.setstate(state)
+        if isinstance(items, list):
+            return self.collate_fn(items)
+        return items  # a data set whose __getitems__ returns the batch itself
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The shard specs of the rest of one epoch; set before each ``iter(loader)`` (so persistent
+    workers keep working across epochs)."""
+
+    def __init__(self):
+        self.specs: list = []
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self):
+        return len(self.specs)
+
+
+class MapSource:
+    """A map-style data set, fetched shard by shard through a ``DataLoader``."""
+
+    resumable = True
+
+    def __init__(self, dataset: Dataset, batch_size: int, shards: Shards, device, *, shuffle: bool = True,
+                 sampler=None, loader_options: dict | None = None):
+        self.dataset, self.device, self.shuffle, self.sampler = dataset, torch.device(device), shuffle, sampler
+        try:
+            self.n = len(sampler) if sampler is not None else len(dataset)
+        except TypeError as e:
+            raise TypeError(f"a map-style data set needs __len__: {type(dataset).__name__} has none "
+                            "(for a stream, subclass torch.utils.data.IterableDataset)") from e
+        if self.n == 0:
+            raise ValueError("the training data set is empty")
+        self.batch_size, self.shards = batch_size, shards
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        options = dict(loader_options or {})
+        self.pin = bool(options.get("pin_memory")) and self.device.type == "cuda"
+        self.plan = _Plan()
+        # its own generator: starting an iterator draws a worker seed, which must not come from (and
+        # advance) torch's global RNG, the model's; each fetch is seeded anyway
+        self.loader = DataLoader(_Fetch(dataset, options.pop("collate_fn", None)), sampler=self.plan,
+                                 batch_size=None, generator=torch.Generator().manual_seed(0), **options)
+
+    def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        idx = list(range(min(k, self.n)))
+        return self._to_device(_Fetch(self.dataset, self.loader.dataset.collate_fn)[(0, idx)])
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        if self.sampler is not None:  # the user's sampler decides the order (and may repeat points)
+            return torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
+        return torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
+
+    def _to_device(self, batch) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device, non_blocking=self.pin) for t in _as_tuple(batch))
+
+    def batches(self, perm, pos, key):
+        specs, sizes = [], []
+        b = pos // self.batch_size  # batch number within the epoch: batches start at multiples of batch_size
+        while pos < len(perm):
+            idx = perm[pos:pos + self.batch_size]
+            pos += len(idx)
+            sizes.append(len(idx))
+            if len(idx) >= self.shards.count:
+                parts = torch.tensor_split(idx, self.shards.count)
+                specs.append([(key(b, j), parts[j].tolist()) for j in self.shards.mine])
+            else:
+                specs.append([])
+            b += 1
+        self.plan.specs = [s for step in specs for s in step]
+        fetched = iter(self.loader)
+        for step, size in zip(specs, sizes):
+            yield [self._to_device(next(fetched)) for _ in step], size
+
+
+class _EveryNth(IterableDataset):
+    """Item i of a stream goes to process i mod world_size."""
+
+    def __init__(self, dataset: IterableDataset, rank: int, size: int):
+        self.dataset, self.rank, self.size = dataset, rank, size
+
+    def __iter__(self):
+        return itertools.islice(iter(self.dataset), self.rank, None, self.size)
+
+
+class IterableSource:
+    """A stream: batches of ``batch_size / (world_size × accumulate)`` items per shard; an epoch is
+    one pass over the stream."""
+
+    resumable = False
+
+    def __init__(self, dataset: IterableDataset, batch_size: int, shards: Shards, device,
+                 loader_options: dict | None = None, sync: Callable[[list[float]], list[float]] | None = None):
+        self.device, self.shards, self.batch_size = torch.device(device), shards, batch_size
+        if batch_size % shards.count:
+            raise ValueError(f"batch_size {batch_size} must be divisible by world_size × accumulate = {shards.count} "
+                             "for a stream: each shard takes the same number of items")
+        stream = _EveryNth(dataset, shards.rank, shards.size) if shards.size > 1 else dataset
+        options = dict(loader_options or {})
+        self.pin = bool(options.get("pin_memory")) and self.device.type == "cuda"
+        self.loader = DataLoader(stream, batch_size=batch_size // shards.count, **options)
+        self.sync = sync or (lambda values: values)
+        try:
+            self.n = len(dataset)
+            self.steps_per_epoch = math.ceil(self.n / batch_size)
+        except TypeError:
+            self.n, self.steps_per_epoch = None, None
+
+    def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        batch = next(iter(DataLoader(self.loader.dataset, batch_size=min(k, self.batch_size // self.shards.count),
+                                     collate_fn=self.loader.collate_fn)), None)
+        if batch is None:
+            raise ValueError("the training stream is empty")
+        return tuple(t.to(self.device) for t in _as_tuple(batch))
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.empty(0, dtype=torch.long)  # a stream has its own order
+
+    def batches(self, perm, pos, key):
+        it = iter(self.loader)
+        while True:
+            shards = list(itertools.islice(it, self.shards.accumulate))
+            shards = [tuple(t.to(self.device, non_blocking=self.pin) for t in _as_tuple(b)) for b in shards]
+            # every process must agree on whether the epoch goes on, and on the global batch size
+            full, points = self.sync([float(len(shards) == self.shards.accumulate),
+                                      float(sum(len(s[0]) for s in shards))])
+            if full < self.shards.size:
+                return
+            yield shards, int(points)
+
+
+def _loader_options(loader: DataLoader) -> dict[str, Any]:
+    options = {}
+    for name in LOADER_OPTIONS:
+        if hasattr(loader, name):
+            options[name] = getattr(loader, name)
+    if options.get("num_workers", 0) == 0:  # these are only valid with workers
+        for name in ("prefetch_factor", "persistent_workers"):
+            options.pop(name, None)
+    if options.get("collate_fn") is not None and getattr(options["collate_fn"], "__name__", "") == "default_collate":
+        options.pop("collate_fn")
+    return options
+
+
+def make_source(data, batch_size: int | None, shards: Shards, device, *, what: str = "train_data",
+                loader_options: dict | None = None, sync=None):
+    """The source for ``data`` (tensors, a ``Dataset`` or a ``DataLoader``) and its global batch size.
+
+    ``batch_size=None`` takes a DataLoader's own batch size (128 otherwise); a DataLoader's and
+    an explicit one that differ are an error.
+    """
+    options = dict(loader_options or {})
+    if isinstance(data, DataLoader):
+        if data.batch_size is None or not isinstance(data.batch_sampler, (BatchSampler, type(None))) or (
+                data.batch_sampler is not None and type(data.batch_sampler) is not BatchSampler):
+            raise ValueError(f"{what}: a DataLoader with a custom batch_sampler (or batch_size=None) cannot be cut into "
+                             "shards or resumed; pass its data set with a sampler= instead")
+        if batch_size is not None and batch_size != data.batch_size:
+            raise ValueError(f"{what}: batch_size={batch_size} but the DataLoader's batch_size is {data.batch_size}; "
+                             "give one of them")
+        batch_size = data.batch_size
+        options = {**_loader_options(data), **options}
+        dataset = data.dataset
+        if not isinstance(dataset, IterableDataset):
+            sampler = data.sampler
+            shuffle = isinstance(sampler, RandomSampler)
+            custom = None if isinstance(sampler, (RandomSampler, SequentialSampler)) else sampler
+            return MapSource(dataset, batch_size, shards, device, shuffle=shuffle, sampler=custom,
+                             loader_options=options), batch_size
+        data = dataset
+    batch_size = 128 if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(data, IterableDataset):
+        return IterableSource(data, batch_size, shards, device, options, sync), batch_size
+    if isinstance(data, TensorDataset) and not options.get("num_workers"):
+        data = data.tensors
+    if isinstance(data, Dataset):
+        return MapSource(data, batch_size, shards, device, loader_options=options), batch_size
+    return TensorSource(check_batch(data, what), batch_size, shards, device), batch_size
+
+
+def as_tensors(data, what: str = "data", max_points: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Tensors from any data ``fit`` takes: tensors as they are; a ``Dataset`` or ``DataLoader``
+    read through once, in order (its first ``max_points`` points if given), and concatenated.
+    For the evaluation and diagnostic tools, which work on a (sub)set held in memory."""
+    if torch.is_tensor(data) or (isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data)):
+        return check_batch(data, what)
+    if isinstance(data, DataLoader):
+        loader = data
+    elif isinstance(data, Dataset):
+        if isinstance(data, TensorDataset):
+            return check_batch(data.tensors, what)
+        loader = DataLoader(data, batch_size=256, shuffle=False)
+    else:
+        raise TypeError(f"{what} must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader, "
+                        f"got {type(data).__name__}")
+    parts, n = [], 0
+    for batch in loader:
+        batch = _as_tuple(batch)
+        parts.append(batch)
+        n += len(batch[0])
+        if max_points is not None and n >= max_points:
+            break
+    if not parts:
+        raise ValueError(f"{what} is empty")
+    out = tuple(torch.cat(cols) for cols in zip(*parts))
+    if max_points is not None:
+        out = tuple(t[:max_points] for t in out)
+    return check_batch(out, what)

@@ -1,0 +1,99 @@
+"""``python -m inference.fit FAMILY``: one subcommand per model family, with the common options
+and only the family's own (declared by its file in models/)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from inference import fit as fit_cli
+from pyro_gen.data import Dataset
+
+
+def _help(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        fit_cli.main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def _flags(family: str) -> set[str]:
+    """The option strings of one family's subcommand."""
+    return set(fit_cli._subcommands(fit_cli.build_parser())[family]._option_string_actions)
+
+
+def test_help_lists_the_families_one_line_each(capsys):
+    text = _help(capsys)
+    for name in fit_cli.FAMILIES:
+        assert sum(line.split()[:1] == [name] for line in text.splitlines()) == 1, name
+    assert "--latent-dim" not in text and "--states" not in text
+
+
+def test_a_familys_help_lists_only_its_options(capsys):
+    vae = _help(capsys, "vae")
+    assert "--guide-flow" in vae and "--likelihood" in vae and "--epochs" in vae and "--kl-anneal" in vae
+    assert "--states" not in vae and "--topics" not in vae and "--ppca-encoder" not in vae
+    hmm = _help(capsys, "hmm")
+    assert "--states" in hmm and "--hmm-guide" in hmm and "--epochs" in hmm
+    assert "--guide-flow" not in hmm and "--latent-dim" not in hmm and "--likelihood" not in hmm
+    assert "--topics" in _help(capsys, "prodlda") and "--topics" in _help(capsys, "lda")
+
+
+def test_every_family_parses_with_the_common_options_and_its_own():
+    common = _flags("vae") & _flags("hmm")
+    assert {"--data", "--objective", "--epochs", "--out", "--resume", "--eval-n", "--beta"} <= common
+    own = {"vae": "--guide-flow", "ppca": "--ppca-ard", "prodlda": "--topics", "lda": "--topics",
+           "hmm": "--states", "dmm": "--num-iafs"}
+    assert set(own) == set(fit_cli.FAMILIES) == set(fit_cli.MODELS)
+    for family, flag in own.items():
+        assert _flags(family) >= common | {flag}
+        args = fit_cli.build_parser().parse_args([family, "--out", "x", "--epochs", "3"])
+        assert args.model == family and args.epochs == 3
+    for other in ("hmm", "dmm"):
+        assert "--guide-flow" not in _flags(other)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm')"),
+    ([], "required: FAMILY"),
+    (["vae", "--states", "3", "--out", "x"],
+     "unrecognized arguments for vae: --states 3; --states is an option of hmm"),
+    (["hmm", "--guide-flow=iaf", "--out", "x"], "--guide-flow is an option of vae"),
+    (["dmm", "--latent-dim", "two", "--out", "x"], "argument --latent-dim: invalid int value: 'two'"),
+])
+def test_bad_family_or_option_is_an_argparse_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        fit_cli.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_default_objective_is_the_familys():
+    from models import hmm, vae
+
+    assert hmm.default_objective(argparse.Namespace(hmm_guide="enum")) == "enum"
+    assert hmm.default_objective(argparse.Namespace(hmm_guide="amortized")) == "graph"
+    assert vae.default_objective(argparse.Namespace()) == "trace"
+
+
+def _tiny(sequences: bool) -> Dataset:
+    x = (torch.rand(6, 5, 4) < 0.5).float() if sequences else torch.poisson(torch.ones(6, 12))
+    lengths = {s: torch.full((6,), 5) for s in ("train", "val", "test")} if sequences else {}
+    return Dataset("tiny", x, x, x, binary=sequences, lengths=lengths)
+
+
+@pytest.mark.parametrize("family", list(fit_cli.FAMILIES))
+def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_config(family):
+    sequences = family in ("hmm", "dmm")
+    small = {"vae": ["--latent-dim", "2", "--hidden", "8"], "ppca": ["--latent-dim", "2", "--hidden", "8"],
+             "prodlda": ["--topics", "3"], "lda": ["--topics", "3"], "hmm": ["--states", "2"],
+             "dmm": ["--latent-dim", "2", "--rnn-dim", "4"]}[family]
+    args = fit_cli.build_parser().parse_args([family, "--out", "x", *small])
+    model = fit_cli.MODELS[family](args, _tiny(sequences))
+    # what inference.diagnose does: rebuild from metrics.json's config
+    again = fit_cli.MODELS[family](argparse.Namespace(**json.loads(json.dumps(vars(args)))), _tiny(sequences))
+    assert type(again) is type(model)
+    assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
+    if sequences:  # a sequence model refuses data without lengths, naming the data sets with them
+        with pytest.raises(ValueError, match="needs sequence data; valid choices for --data: jsb-chorales"):
+            fit_cli.MODELS[family](args, _tiny(False))
