@@ -36,6 +36,8 @@ from pyro_gen import data as data_lib
 from pyro_gen import objectives
 from pyro_gen.infer.checkpoint import write_json
 from pyro_gen.figures.report import evaluate_model, model_figures
+from pyro_gen.infer.distributed import current as current_world
+from pyro_gen.infer.precision import PRECISIONS
 from pyro_gen.infer.train import SCHEDULES, fit
 
 __all__ = ["MODELS", "build_parser", "main"]
@@ -102,6 +104,15 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--binarize", default="none", choices=["none", "dynamic"],
+                   help="dynamic: grey levels (mnist, fashion-mnist, frey-faces) binarized afresh at every epoch, "
+                        "x ~ Bernoulli(grey), in the loader's workers; validation and test binarized once, with "
+                        "--seed (Burda et al. 2016)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for the training data")
+    p.add_argument("--accumulate", type=int, default=1, help="cut each batch into this many shards (gradient "
+                   "accumulation); under torchrun --batch-size stays the global batch")
+    p.add_argument("--precision", default="32", choices=list(PRECISIONS), help="bf16-mixed: torch.autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model's networks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +145,41 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _fit_options(args: argparse.Namespace, out: Path, objective) -> dict:
+    """fit's keyword arguments from the common options."""
+    return dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                patience=args.patience, kl_anneal=args.kl_anneal, clip_norm=args.clip_norm,
+                lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, out=out, resume=args.resume,
+                max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.no_progress,
+                num_workers=args.num_workers, accumulate=args.accumulate, precision=args.precision,
+                compile=args.compile)
+
+
+def _training_done() -> bool:
+    """Under torchrun the processes part after training, and rank 0 alone evaluates and writes: True
+    on the process that goes on."""
+    world = current_world()
+    if world.active:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+    return world.main
+
+
+def _binarize(args: argparse.Namespace, ds: data_lib.Dataset):
+    """The training data: ``ds.train``, or with ``--binarize dynamic`` a data set that draws a fresh
+    binarization of it at every epoch; the validation and test splits are then binarized once."""
+    if args.binarize == "none":
+        return ds.train
+    if ds.binary or ds.lengths or ds.vocab is not None:
+        raise ValueError(f"--binarize dynamic needs grey levels in [0, 1] (mnist, fashion-mnist, frey-faces); "
+                         f"{ds.name} is {'already binary' if ds.binary else 'not images'}")
+    fixed = torch.Generator().manual_seed(args.seed)
+    ds.val, ds.test = torch.bernoulli(ds.val, generator=fixed), torch.bernoulli(ds.test, generator=fixed)
+    ds.binary = True
+    return data_lib.Transformed(ds.train, data_lib.DynamicBinarize())
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
     module, build = _family(args.model)
@@ -143,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     if getattr(module, "SEQUENCES", False):
         need_sequences(args)  # before loading anything
     ds = data_lib.load(args.data, data_root=args.data_root, download=args.download, seed=args.seed)
+    train = _binarize(args, ds)
     torch.manual_seed(args.seed)
     model_obj = build(args, ds)
     out = Path(args.out)
@@ -151,12 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     if ds.lengths:
         return _fit_sequences(args, ds, model_obj, objective, out)
     t0 = time.perf_counter()
-    result = fit(model_obj.model, model_obj.guide, ds.train, objective=objective, epochs=args.epochs,
-                 batch_size=args.batch_size, lr=args.lr, val_data=ds.val, patience=args.patience,
-                 kl_anneal=args.kl_anneal, clip_norm=args.clip_norm, lr_schedule=args.lr_schedule,
-                 seed=args.seed, device=args.device, out=out, resume=args.resume, max_steps=args.max_steps,
-                 max_seconds=args.max_seconds, progress=not args.no_progress)
+    result = fit(model_obj.model, model_obj.guide, train, val_data=ds.val, **_fit_options(args, out, objective))
     wall = time.perf_counter() - t0
+    if not _training_done():
+        return {}
     test = ds.test.to(args.device)
     # a model with global latents (Bayesian PCA) is evaluated per point at their posterior mean
     model_obj = model_obj.for_evaluation() if hasattr(model_obj, "for_evaluation") else model_obj
@@ -228,12 +273,11 @@ def _fit_sequences(args, ds: data_lib.Dataset, model_obj, objective, out: Path) 
     subset = data_lib.random_subset(len(test[0]), args.eval_n, args.seed).to(test[0].device)  # across the split
     test = (test[0][subset], test[1][subset])
     t0 = time.perf_counter()
-    result = fit(model_obj.model, model_obj.guide, train, objective=objective, epochs=args.epochs,
-                 batch_size=args.batch_size, lr=args.lr, val_data=val, val_batch_size=len(val[0]),
-                 patience=args.patience, kl_anneal=args.kl_anneal, clip_norm=args.clip_norm,
-                 lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, out=out, resume=args.resume,
-                 max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.no_progress)
+    result = fit(model_obj.model, model_obj.guide, train, val_data=val, val_batch_size=len(val[0]),
+                 **_fit_options(args, out, objective))
     wall = time.perf_counter() - t0
+    if not _training_done():
+        return {}
     figures = {"training_curves": str(training_curves({args.objective: result.history}, out / "training_curves.png"))}
     exact = args.model == "hmm"
     if exact:  # z summed out: the exact log-likelihood

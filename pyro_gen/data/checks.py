@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["check_data", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset"]
+__all__ = ["check_data", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset",
+           "as_tensors", "batch_tuple", "is_torch_data"]
 
 
 def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
@@ -66,7 +68,10 @@ def time_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
 
 def check_batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
     """``data`` as a tuple of tensors sharing N (a tensor (N, D), or ``(x, lengths, ...)`` with
-    padded sequences x of shape (N, T, D)), each checked; raises naming the problem."""
+    padded sequences x of shape (N, T, D)), each checked; raises naming the problem. A torch
+    ``Dataset`` or ``DataLoader`` is read into memory first (:func:`as_tensors`)."""
+    if is_torch_data(data):
+        return as_tensors(data, what)
     tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not tensors:
         raise ValueError(f"{what} is empty")
@@ -79,6 +84,50 @@ def check_batch(data, what: str = "data") -> tuple[torch.Tensor, ...]:
         if not torch.is_tensor(t) or t.shape[0] != n:
             raise ValueError(f"{what}[{i}] must be a tensor with {n} rows like {what}[0]")
     return tensors
+
+
+def batch_tuple(batch) -> tuple[torch.Tensor, ...]:
+    """A batch as the tuple of tensors a model takes: ``x`` -> ``(x,)``; a tuple or list of tensors as is."""
+    if torch.is_tensor(batch):
+        return (batch,)
+    if isinstance(batch, (tuple, list)) and all(torch.is_tensor(t) for t in batch):
+        return tuple(batch)
+    kinds = type(batch).__name__
+    if isinstance(batch, (tuple, list)):
+        kinds += " of " + ", ".join(type(t).__name__ for t in batch)
+    raise TypeError(f"a batch must be a tensor or a tuple of tensors (what the model takes), got {kinds}")
+
+
+def as_tensors(data, what: str = "data", max_points: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Tensors from any data ``fit`` takes: tensors as they are; a ``Dataset`` or ``DataLoader``
+    read through once, in order (its first ``max_points`` points if given), and concatenated.
+    For the evaluation and diagnostic tools, which work on a (sub)set held in memory."""
+    if not is_torch_data(data):
+        return check_batch(data, what)
+    if isinstance(data, DataLoader):
+        loader = data
+    elif isinstance(data, Dataset):
+        if isinstance(data, TensorDataset):
+            return check_batch(data.tensors, what)
+        loader = DataLoader(data, batch_size=256, shuffle=False)
+    parts, n = [], 0
+    for batch in loader:
+        batch = batch_tuple(batch)
+        parts.append(batch)
+        n += len(batch[0])
+        if max_points is not None and n >= max_points:
+            break
+    if not parts:
+        raise ValueError(f"{what} is empty")
+    out = tuple(torch.cat(cols) for cols in zip(*parts))
+    if max_points is not None:
+        out = tuple(t[:max_points] for t in out)
+    return check_batch(out, what)
+
+
+def is_torch_data(data) -> bool:
+    """A ``torch.utils.data.Dataset`` or ``DataLoader`` (which :func:`as_tensors` reads)."""
+    return isinstance(data, (Dataset, DataLoader))
 
 
 def check_for_models(batch: tuple[torch.Tensor, ...], modules) -> None:

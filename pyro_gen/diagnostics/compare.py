@@ -29,6 +29,7 @@ import pyro
 import torch
 
 from .. import evaluate
+from ..data import as_tensors, is_torch_data
 from ..figures.report import markdown_table
 from ..infer import objectives
 from ..infer.checkpoint import write_json
@@ -129,7 +130,8 @@ class Problem:
             methods (a ``PyroModule``), for each guide name in ``guides``; it may have
             ``exact_log_likelihood(x)`` -> exact log p(x_n) per point under its current
             parameters, which makes the run report its gap.
-        train, test: data tensors (N, D); ``test`` is evaluated after training.
+        train, test: data tensors (N, D), or torch Datasets/DataLoaders of such rows (read
+            into memory); ``test`` is evaluated after training.
         guides: the guide names ``build`` accepts.
         local: True when each data point has its own latent (amortized guides, one
             k-hat per point); False when the latents are global (one k-hat, bounds of
@@ -154,6 +156,16 @@ class Problem:
     lr: float = 1e-2
     lr_schedule: str | None = None
     mcmc: Callable[[], dict] | None = None
+
+    def __post_init__(self):  # a torch Dataset or DataLoader: its one tensor, read into memory
+        for name in ("train", "test"):
+            value = getattr(self, name)
+            if is_torch_data(value):
+                columns = as_tensors(value, f"problem.{name}")
+                if len(columns) != 1:
+                    raise ValueError(f"problem.{name}: compare takes one tensor (N, D) per split; this data set has "
+                                     f"{len(columns)} per item (pack them as columns of one tensor)")
+                setattr(self, name, columns[0])
 
 
 @dataclass

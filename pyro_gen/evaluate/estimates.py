@@ -31,10 +31,12 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
 from ..data import check_batch, check_data, check_for_models
+from ..infer.distributed import current as current_world
 from ..infer.objectives import RenyiBound, devectorized, prepare
 from ..infer.params import modules_of
 from ..infer.particles import with_particles
 from ..infer.progress import progress_bar
+from ..infer.sources import shard_key
 from .enumerated import enumerated_log_weights, enumerated_sites
 
 __all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights"]
@@ -61,6 +63,24 @@ def _estimate(values: torch.Tensor) -> Estimate:
     n = values.numel()
     se = values.std().item() / math.sqrt(n) if n > 1 else float("nan")
     return Estimate(values.mean().item(), se, n)
+
+
+def _my_batches(n: int, batch_size: int, seed: int | None, world):
+    """The start rows of the batches this process evaluates (batch j goes to process j mod size),
+    with torch seeded per batch from (seed, j) when ``seed`` is given: then the numbers do not
+    depend on how many processes share the work."""
+    for j, i in enumerate(range(0, n, batch_size)):
+        if j % world.size == world.rank:
+            if seed is not None:
+                torch.manual_seed(shard_key(seed, j))
+            yield i
+
+
+def _sharded_seed(seed: int | None, world) -> int | None:
+    if world.active and seed is None:
+        raise ValueError("evaluation under torch.distributed is sharded over the processes: give it a seed, so that "
+                         "every process draws its batches' numbers as one process would")
+    return seed
 
 
 def _modules_eval(*fns):
@@ -136,35 +156,52 @@ def _whole_data(values: torch.Tensor, n: int, se: float) -> Estimate:
     return Estimate(values.item() / n, se / n, n)
 
 
-def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500) -> Estimate:
+def _whole_data_elbo(lw: torch.Tensor, n: int) -> Estimate:
+    lw = lw.double().reshape(-1)
+    se = lw.std().item() / math.sqrt(len(lw)) if len(lw) > 1 else float("nan")
+    return _whole_data(lw.mean(), n, se)
+
+
+def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500, seed: int | None = None) -> Estimate:
     """The ELBO per data point (averaged over ``num_samples`` draws of z), with its SE.
 
     For local latents the SE is over data points. Where some latent is shared by the data
     (a global latent), the data are scored as a whole: the ELBO of the whole data set
     divided by N, with the Monte Carlo SE over the ``num_samples`` draws (nan for one draw).
+
+    ``data`` may be a torch Dataset or DataLoader (read into memory). Under
+    ``torch.distributed`` the batches are shared out over the processes and the per-point
+    values gathered: with the same ``seed``, the mean and SE equal one process's exactly.
     """
     batch = check_batch(data)
     check_for_models(batch, modules_of(model, guide))
-    n = len(batch[0])
+    n, world = len(batch[0]), current_world()
+    seed = _sharded_seed(seed, world)
     mods, was = _modules_eval(model, guide)
     try:
-        vals, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
-        for i in range(0, n, batch_size):
+        parts, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
+        if world.active and not _is_local(log_weights(model, guide, _rows(batch, 0, batch_size), 1, nesting, enum),
+                                          len(_rows(batch, 0, batch_size)[0])):
+            if seed is not None:  # a global latent: every process scores the whole data set, from the same seed
+                torch.manual_seed(shard_key(seed, 0))
+            return _whole_data_elbo(log_weights(model, guide, batch, num_samples, nesting, enum), n)
+        for i in _my_batches(n, batch_size, seed, world):
             rows = _rows(batch, i, i + batch_size)
             lw = log_weights(model, guide, rows, num_samples, nesting, enum)
             if not _is_local(lw, len(rows[0])):
                 lw = lw if len(rows[0]) == n else log_weights(model, guide, batch, num_samples, nesting, enum)
-                lw = lw.double().reshape(-1)
-                se = lw.std().item() / math.sqrt(len(lw)) if len(lw) > 1 else float("nan")
-                return _whole_data(lw.mean(), n, se)
-            vals.append(lw.reshape(len(lw), -1).mean(0))
+                return _whole_data_elbo(lw, n)
+            parts.append((i, lw.reshape(len(lw), -1).mean(0)))
     finally:
         _restore(mods, was)
-    return _estimate(torch.cat(vals))
+    if not world.active:
+        return _estimate(torch.cat([v for _, v in parts]))
+    return _estimate(world.all_gather_rows(n, parts))
 
 
 def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
-                   max_particles_per_pass: int | None = None, progress: bool = False) -> Estimate:
+                   max_particles_per_pass: int | None = None, progress: bool = False,
+                   seed: int | None = None) -> Estimate:
     """Importance-sampled log p(x) with k particles per data point (IWAE-k), and its SE.
 
     The estimate is a lower bound in expectation and tightens as k grows. Particles
@@ -177,6 +214,10 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     whole data set at once: the result is log p(x_1..N) / N, with the delta-method SE of
     the importance-sampling estimate.
 
+    ``data`` may be a torch Dataset or DataLoader (read into memory). Under
+    ``torch.distributed`` the batches are shared out over the processes as in :func:`elbo`
+    (``seed`` required), with the same mean and SE as one process with that seed.
+
     References:
         Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, App. B.
     """
@@ -184,14 +225,23 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     batch = check_batch(data)
     check_for_models(batch, modules_of(model, guide))
-    n = len(batch[0])
+    n, world = len(batch[0]), current_world()
+    seed = _sharded_seed(seed, world)
     rows = max(1, min(batch_size, n))
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))
     mods, was = _modules_eval(model, guide)
     try:
         out, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
-        for i in progress_bar(range(0, n, batch_size), desc=f"log p(x), IWAE-{k}", unit="batch",
-                              disable=not progress, interval=0.5):
+        if world.active and not _is_local(log_weights(model, guide, _rows(batch, 0, batch_size), 1, nesting, enum),
+                                          len(_rows(batch, 0, batch_size)[0])):
+            if seed is not None:
+                torch.manual_seed(shard_key(seed, 0))
+            return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
+        starts = list(_my_batches(n, batch_size, None, world))
+        for i in progress_bar(starts, desc=f"log p(x), IWAE-{k}", unit="batch", disable=not progress or not world.main,
+                              interval=0.5):
+            if seed is not None:
+                torch.manual_seed(shard_key(seed, i // batch_size))
             x = _rows(batch, i, i + batch_size)
             acc = torch.full((len(x[0]),), -math.inf, dtype=torch.float64, device=x[0].device)
             done = 0
@@ -202,10 +252,12 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
                     return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw.reshape(len(lw), -1), 0))
                 done += c
-            out.append(acc - math.log(k))
+            out.append((i, acc - math.log(k)))
     finally:
         _restore(mods, was)
-    return _estimate(torch.cat(out))
+    if not world.active:
+        return _estimate(torch.cat([v for _, v in out]))
+    return _estimate(world.all_gather_rows(n, out))
 
 
 def _whole_data_log_likelihood(model, guide, batch, k: int, chunk: int, nesting: int, enum: bool) -> Estimate:

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "world"]
+__all__ = ["World", "world", "current"]
 
 
 @dataclass
@@ -90,6 +90,19 @@ class World:
             p.grad = flat[offset:offset + n].view_as(g).to(p.device)
             offset += n
 
+    def all_gather_rows(self, n: int, parts: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """The (n,) float64 vector of which this process holds rows ``parts = [(start, values), ...]``,
+        put together on every process (exactly: each row is summed with zeros only)."""
+        device = parts[0][1].device if parts else torch.device("cpu")
+        full = torch.zeros(n, dtype=torch.float64, device=device)
+        for start, values in parts:
+            full[start:start + len(values)] = values.double()
+        if self.active:
+            buf = full.to(_collective_device())
+            dist.all_reduce(buf)
+            full = buf.to(device)
+        return full
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -135,6 +148,13 @@ def _collective_device() -> torch.device:
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def current() -> World:
+    """The :class:`World` of an initialized process group (one process otherwise); initializes nothing."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
 
 
 def world(distributed: bool | None, device) -> World:

@@ -57,6 +57,26 @@ def param_store_names(model: Callable, guide: Callable, args: tuple, modules: Se
     return names, marked_for_enumeration(traces[1], traces[0])
 
 
+def subsampled_size(model: Callable, args: tuple) -> int | None:
+    """The full size N of the model's data plate where it follows Pyro's minibatch convention,
+    ``pyro.plate("data", N, subsample=...)`` with one subsample entry per row of the batch (its
+    terms then weigh N/batch, an unbiased estimate of the whole data set's); None otherwise.
+    Traced once, in a fork of the random state (the run draws the same numbers as without it)."""
+    from pyro.poutine.util import site_is_subsample
+
+    with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        try:
+            trace = pyro.poutine.trace(model).get_trace(*args)
+        except Exception:  # a model that cannot run without its guide has no plate to read here
+            return None
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and site_is_subsample(site):
+            size, batch = site["fn"].size, len(site["value"])  # the subsample's indices
+            if batch == len(args[0]) and size != batch:
+                return int(size)
+    return None
+
+
 def parameters_of(modules: Sequence[torch.nn.Module], store_names: Sequence[str]) -> list[torch.Tensor]:
     """Trainable tensors: module parameters, then the unconstrained param-store tensors named."""
     params, seen = [], set()

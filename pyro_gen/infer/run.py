@@ -30,11 +30,11 @@ from ..data import check_batch, check_for_models
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .distributed import no_sync, world
-from .params import get_state, load_state, modules_of, param_store_names, parameters_of
+from .params import get_state, load_state, modules_of, param_store_names, parameters_of, subsampled_size
 from .particles import with_particles
 from .precision import autocast, compile_networks
 from .schedules import make_optimizer, make_scheduler, step_scheduler
-from .sources import Shards, as_tensors, make_source, shard_key
+from .sources import Shards, make_source, shard_key
 
 __all__ = ["Run", "FitResult", "NonFiniteLossError"]
 
@@ -108,7 +108,7 @@ class Run:
         if self.keyed and self.batch_size % self.shards.count:
             raise ValueError(f"batch_size {self.batch_size} is the global batch: it must be divisible by world_size × "
                              f"accumulate = {self.world.size} × {accumulate}, each process taking an equal share")
-        self.val = (tuple(t.to(self.device) for t in as_tensors(val_data, "val_data"))
+        self.val = (tuple(t.to(self.device) for t in check_batch(val_data, "val_data"))
                     if val_data is not None else None)
         self.out = Path(out) if out is not None else None
         self.ckpt_path = self.out / "checkpoint.pt" if self.out is not None else None
@@ -134,9 +134,11 @@ class Run:
         if enumerated and not isinstance(self.elbo, TraceEnum_ELBO):
             raise ValueError(
                 f"the model marks {', '.join(map(repr, enumerated))} for enumeration (infer={{'enumerate': ...}}), "
-                f"which objective {_objectives.describe(self.elbo)} ignores: it would sample them instead of summing them "
-                "out. Use objective 'enum' (TraceEnum_ELBO), or drop the mark")
+                f"which objective {_objectives.describe(self.elbo)} ignores: it would sample them instead of summing "
+                "them out. Use objective 'enum' (TraceEnum_ELBO), or drop the mark")
         _objectives.prepare(self.elbo, model, guide, *first)
+        # pyro.plate("data", N, subsample=...): the loss estimates the whole data set's, N/batch times a batch's
+        self.plate_size = subsampled_size(model, first)
         self.params = parameters_of(self.modules, self.store_names)
         if not self.params:
             raise ValueError("model and guide have no trainable parameters (no nn.Module owner and no pyro.param)")
@@ -265,6 +267,8 @@ class Run:
             last = m == len(shards) - 1
             with contextlib.nullcontext() if last else no_sync(self.loss_fn):
                 loss = self.loss_fn(batch) / points  # this shard's part of the loss per point
+                if self.plate_size is not None:  # its local terms weigh N/len(batch): back to the batch's own
+                    loss = loss * (len(batch[0]) / self.plate_size)
                 part = self.world.all_sum([loss.item()])[0]  # every process sees the same number
                 if not math.isfinite(part):
                     self._stop_on(part, epoch)
@@ -333,7 +337,7 @@ class Run:
         if self.val is not None:
             row["val_loss"] = validation_loss(self.elbo, self.model, self.guide, self.val, self.val_batch_size,
                                               self.beta, self.modules, self.world,
-                                              self.state["base_seed"] if self.keyed else None, epoch)
+                                              self.state["base_seed"] if self.keyed else None, epoch, self.plate_size)
         return row
 
     def patience_spent(self) -> bool:
@@ -392,12 +396,13 @@ class Run:
 
 @torch.no_grad()
 def validation_loss(elbo, model, guide, data, batch_size, beta, modules, world=None, keyed_seed: int | None = None,
-                    epoch: int = 0) -> float:
+                    epoch: int = 0, plate_size: int | None = None) -> float:
     """The objective's loss per data point on held-out data, modules in eval mode.
 
     Under several processes, chunk ``j`` goes to process ``j mod world_size`` and the sums are added
     up; with ``keyed_seed`` each chunk draws from its own seed (seed, epoch, chunk), so the number
-    does not depend on how many processes share the work.
+    does not depend on how many processes share the work. ``plate_size``: the N of a subsampled
+    data plate, whose N/chunk weight is taken out again.
     """
     for m in modules:
         m.eval()
@@ -411,7 +416,8 @@ def validation_loss(elbo, model, guide, data, batch_size, beta, modules, world=N
             if keyed_seed is not None:
                 torch.manual_seed(shard_key(keyed_seed, epoch, _VAL, j))
             batch = tuple(t[i:i + batch_size] for t in data)
-            total += elbo.differentiable_loss(model, guide, *batch).item()
+            loss = elbo.differentiable_loss(model, guide, *batch).item()
+            total += loss * len(batch[0]) / plate_size if plate_size is not None else loss
     for m in modules:
         m.train()
     if world is not None:

@@ -35,10 +35,9 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
                               TensorDataset)
 from torch.utils.data._utils.collate import default_collate
 
-from ..data import check_batch
+from ..data import batch_tuple, check_batch
 
-__all__ = ["Shards", "TensorSource", "MapSource", "IterableSource", "make_source", "as_tensors", "shard_key",
-           "LOADER_OPTIONS"]
+__all__ = ["Shards", "TensorSource", "MapSource", "IterableSource", "make_source", "shard_key", "LOADER_OPTIONS"]
 
 # DataLoader arguments a rebuilt loader takes over from the user's own.
 LOADER_OPTIONS = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
@@ -68,15 +67,6 @@ def shard_key(seed: int, *where: int) -> int:
     for w in where:
         key = (key * 6364136223846793005 + 1442695040888963407 + w) % 2**63
     return key
-
-
-def _as_tuple(batch) -> tuple[torch.Tensor, ...]:
-    if torch.is_tensor(batch):
-        return (batch,)
-    if isinstance(batch, (tuple, list)) and all(torch.is_tensor(t) for t in batch):
-        return tuple(batch)
-    raise TypeError(f"a batch must be a tensor or a tuple of tensors (what the model takes), got "
-                    f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else ' of ' + ', '.join(type(t).__name__ for t in batch)}")
 
 
 class TensorSource:
@@ -184,7 +174,7 @@ class MapSource:
         return torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
 
     def _to_device(self, batch) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(self.device, non_blocking=self.pin) for t in _as_tuple(batch))
+        return tuple(t.to(self.device, non_blocking=self.pin) for t in batch_tuple(batch))
 
     def batches(self, perm, pos, key):
         specs, sizes = [], []
@@ -243,7 +233,7 @@ class IterableSource:
                                      collate_fn=self.loader.collate_fn)), None)
         if batch is None:
             raise ValueError("the training stream is empty")
-        return tuple(t.to(self.device) for t in _as_tuple(batch))
+        return tuple(t.to(self.device) for t in batch_tuple(batch))
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.empty(0, dtype=torch.long)  # a stream has its own order
@@ -252,7 +242,7 @@ class IterableSource:
         it = iter(self.loader)
         while True:
             shards = list(itertools.islice(it, self.shards.accumulate))
-            shards = [tuple(t.to(self.device, non_blocking=self.pin) for t in _as_tuple(b)) for b in shards]
+            shards = [tuple(t.to(self.device, non_blocking=self.pin) for t in batch_tuple(b)) for b in shards]
             # every process must agree on whether the epoch goes on, and on the global batch size
             full, points = self.sync([float(len(shards) == self.shards.accumulate),
                                       float(sum(len(s[0]) for s in shards))])
@@ -283,10 +273,9 @@ def make_source(data, batch_size: int | None, shards: Shards, device, *, what: s
     """
     options = dict(loader_options or {})
     if isinstance(data, DataLoader):
-        if data.batch_size is None or not isinstance(data.batch_sampler, (BatchSampler, type(None))) or (
-                data.batch_sampler is not None and type(data.batch_sampler) is not BatchSampler):
-            raise ValueError(f"{what}: a DataLoader with a custom batch_sampler (or batch_size=None) cannot be cut into "
-                             "shards or resumed; pass its data set with a sampler= instead")
+        if data.batch_size is None or (data.batch_sampler is not None and type(data.batch_sampler) is not BatchSampler):
+            raise ValueError(f"{what}: a DataLoader with a custom batch_sampler (or batch_size=None) cannot be cut "
+                             "into shards or resumed; pass its data set with a sampler= instead")
         if batch_size is not None and batch_size != data.batch_size:
             raise ValueError(f"{what}: batch_size={batch_size} but the DataLoader's batch_size is {data.batch_size}; "
                              "give one of them")
@@ -310,33 +299,3 @@ def make_source(data, batch_size: int | None, shards: Shards, device, *, what: s
     if isinstance(data, Dataset):
         return MapSource(data, batch_size, shards, device, loader_options=options), batch_size
     return TensorSource(check_batch(data, what), batch_size, shards, device), batch_size
-
-
-def as_tensors(data, what: str = "data", max_points: int | None = None) -> tuple[torch.Tensor, ...]:
-    """Tensors from any data ``fit`` takes: tensors as they are; a ``Dataset`` or ``DataLoader``
-    read through once, in order (its first ``max_points`` points if given), and concatenated.
-    For the evaluation and diagnostic tools, which work on a (sub)set held in memory."""
-    if torch.is_tensor(data) or (isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data)):
-        return check_batch(data, what)
-    if isinstance(data, DataLoader):
-        loader = data
-    elif isinstance(data, Dataset):
-        if isinstance(data, TensorDataset):
-            return check_batch(data.tensors, what)
-        loader = DataLoader(data, batch_size=256, shuffle=False)
-    else:
-        raise TypeError(f"{what} must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader, "
-                        f"got {type(data).__name__}")
-    parts, n = [], 0
-    for batch in loader:
-        batch = _as_tuple(batch)
-        parts.append(batch)
-        n += len(batch[0])
-        if max_points is not None and n >= max_points:
-            break
-    if not parts:
-        raise ValueError(f"{what} is empty")
-    out = tuple(torch.cat(cols) for cols in zip(*parts))
-    if max_points is not None:
-        out = tuple(t[:max_points] for t in out)
-    return check_batch(out, what)

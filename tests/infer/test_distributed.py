@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.infer.ddp_job import OBJECTIVES, run
+from tests.infer.ddp_job import OBJECTIVES, evaluation, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,8 +47,12 @@ def test_two_gloo_processes_equal_one_process_for_every_objective(tmp_path):
     proc = _launch(["--out", str(tmp_path / "ddp.json")])
     # meanwhile, in this process: the same global batch and seed, two shards accumulated per step
     single = {o: run(o, accumulate=2) for o in OBJECTIVES}
+    evaluated = evaluation()
     _check(proc)
     ddp = json.loads((tmp_path / "ddp.json").read_text())
+    # evaluation shared out over the two processes (batches 0 and 2 on rank 0, batch 1 on rank 1),
+    # per-point values gathered: the same mean and standard error as one process, to the last bit
+    assert ddp.pop("evaluate") == evaluated
     for objective, (params, result) in single.items():
         got = ddp[objective]
         assert got["world_size"] == 2 and got["steps"] == result.steps == 10
