@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/flows_speed.py
 	$(PY) benchmarks/vae_quality.py --guides diagonal,planar,iaf,sylvester --flow-prior spline --out runs/bench_quality_flows
 	$(PY) benchmarks/flows_energy.py --toy --jobs 2
+	$(PY) benchmarks/scaling.py --steps 300 --rounds 3
 
 clean:
 	rm -rf runs .pytest_cache

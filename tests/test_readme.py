@@ -15,6 +15,7 @@ from tests.conftest import ROOT, shared_data_dir
 SECTIONS = {
     "## Use it": (True, True),
     "## Using pyro_gen with your Pyro code": (False, False),
+    "## Training on your own data": (True, True),
     "## Flows": (True, False),
     "## Sequences: HMMs and deep Markov models": (True, True),
 }

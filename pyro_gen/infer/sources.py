@@ -107,10 +107,11 @@ class _Fetch(Dataset):
     def __init__(self, dataset: Dataset, collate_fn: Callable | None):
         self.dataset, self.collate_fn = dataset, collate_fn or default_collate
 
-    def __getitem__(self, spec: tuple[int, list[int]]):
+    def __getitem__(self, spec: tuple[int, torch.Tensor]):
         seed, idx = spec
         if isinstance(self.dataset, TensorDataset):  # nothing random: index the tensors at once
             return tuple(t[idx] for t in self.dataset.tensors)
+        idx = idx.tolist() if torch.is_tensor(idx) else idx
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             state = random.getstate()
@@ -158,6 +159,7 @@ class MapSource:
         self.steps_per_epoch = math.ceil(self.n / batch_size)
         options = dict(loader_options or {})
         self.pin = bool(options.get("pin_memory")) and self.device.type == "cuda"
+        self.workers = options.get("num_workers", 0)
         self.plan = _Plan()
         # its own generator: starting an iterator draws a worker seed, which must not come from (and
         # advance) torch's global RNG, the model's; each fetch is seeded anyway
@@ -165,7 +167,7 @@ class MapSource:
                                  batch_size=None, generator=torch.Generator().manual_seed(0), **options)
 
     def first(self, k: int) -> tuple[torch.Tensor, ...]:
-        idx = list(range(min(k, self.n)))
+        idx = torch.arange(min(k, self.n))
         return self._to_device(_Fetch(self.dataset, self.loader.dataset.collate_fn)[(0, idx)])
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
@@ -185,7 +187,8 @@ class MapSource:
             sizes.append(len(idx))
             if len(idx) >= self.shards.count:
                 parts = torch.tensor_split(idx, self.shards.count)
-                specs.append([(key(b, j), parts[j].tolist()) for j in self.shards.mine])
+                # indices as a tensor in this process; as a list to workers (a tensor would go through shared memory)
+                specs.append([(key(b, j), parts[j].tolist() if self.workers else parts[j]) for j in self.shards.mine])
             else:
                 specs.append([])
             b += 1

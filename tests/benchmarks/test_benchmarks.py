@@ -226,3 +226,11 @@ def test_flows_speed_smoke():
 def test_dmm_iaf_speed_smoke():
     out = _last_json(_run("dmm_iaf_speed.py", "--smoke", env=_env()))
     assert set(out["seconds_per_step"]) == {"iafs_0", "iafs_2"} and out["ratio"] > 0 and out["data"] == "random"
+
+
+def test_scaling_smoke(tmp_path):
+    out = _last_json(_run("scaling.py", "--smoke", "--only", "tensor,dataloader,bf16", "--out", str(tmp_path),
+                          env=_env()))
+    assert set(out) >= {"throughput", "efficiency_2", "dataloader_overhead", "bf16_speedup", "compile_speedup"}
+    assert out["dataloader_overhead"] > 0 and out["bf16_speedup"] > 0 and out["compile_speedup"] is None
+    assert (tmp_path / "scaling.png").exists() and json.loads((tmp_path / "scaling.json").read_text())["batch"] == 128
