@@ -259,11 +259,15 @@ def _loader_options(loader: DataLoader) -> dict[str, Any]:
     for name in LOADER_OPTIONS:
         if hasattr(loader, name):
             options[name] = getattr(loader, name)
-    if options.get("num_workers", 0) == 0:  # these are only valid with workers
-        for name in ("prefetch_factor", "persistent_workers"):
-            options.pop(name, None)
     if options.get("collate_fn") is not None and getattr(options["collate_fn"], "__name__", "") == "default_collate":
         options.pop("collate_fn")
+    return options
+
+
+def _without_worker_options(options: dict) -> dict:
+    if not options.get("num_workers"):  # these are only valid with workers
+        for name in ("prefetch_factor", "persistent_workers"):
+            options.pop(name, None)
     return options
 
 
@@ -274,7 +278,7 @@ def make_source(data, batch_size: int | None, shards: Shards, device, *, what: s
     ``batch_size=None`` takes a DataLoader's own batch size (128 otherwise); a DataLoader's and
     an explicit one that differ are an error.
     """
-    options = dict(loader_options or {})
+    options = _without_worker_options(dict(loader_options or {}))
     if isinstance(data, DataLoader):
         if data.batch_size is None or (data.batch_sampler is not None and type(data.batch_sampler) is not BatchSampler):
             raise ValueError(f"{what}: a DataLoader with a custom batch_sampler (or batch_size=None) cannot be cut "
@@ -283,7 +287,7 @@ def make_source(data, batch_size: int | None, shards: Shards, device, *, what: s
             raise ValueError(f"{what}: batch_size={batch_size} but the DataLoader's batch_size is {data.batch_size}; "
                              "give one of them")
         batch_size = data.batch_size
-        options = {**_loader_options(data), **options}
+        options = _without_worker_options({**_loader_options(data), **options})
         dataset = data.dataset
         if not isinstance(dataset, IterableDataset):
             sampler = data.sampler

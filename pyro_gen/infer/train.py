@@ -60,9 +60,9 @@ def fit(
     validate: bool = False,
     restore_best: bool = True,
     callback: Callable[[dict], Any] | None = None,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    persistent_workers: bool = False,
+    num_workers: int | None = None,
+    pin_memory: bool | None = None,
+    persistent_workers: bool | None = None,
     accumulate: int = 1,
     distributed: bool | None = None,
     precision: str = "32",
@@ -104,7 +104,8 @@ def fit(
         restore_best: load the best validation state into the modules at the end.
         callback: called with each epoch's history row; return ``False`` to stop.
         num_workers, pin_memory, persistent_workers: the DataLoader that fetches a
-            ``Dataset``'s batches (transforms run in the workers).
+            ``Dataset``'s batches (transforms run in the workers); None: a given
+            DataLoader's own settings, else 0 workers, no pinning.
         accumulate: cut each batch into this many shards, one backward pass each,
             before the optimizer step (gradient accumulation).
         distributed: train with DistributedDataParallel: None follows
@@ -124,9 +125,8 @@ def fit(
     """
     _check_options(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience, beta=beta,
                    kl_anneal=kl_anneal, resume=resume, out=out, accumulate=accumulate)
-    loader_options = {"num_workers": num_workers, "pin_memory": pin_memory}
-    if num_workers > 0:
-        loader_options["persistent_workers"] = persistent_workers
+    loader_options = {k: v for k, v in {"num_workers": num_workers, "pin_memory": pin_memory,
+                                        "persistent_workers": persistent_workers}.items() if v is not None}
     run = Run(model, guide, train_data, objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
               optimizer=optimizer, weight_decay=weight_decay, val_data=val_data, val_batch_size=val_batch_size,
               patience=patience, beta=beta, kl_anneal=kl_anneal, clip_norm=clip_norm, lr_schedule=lr_schedule,

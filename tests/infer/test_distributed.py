@@ -25,7 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(*args, nodes=None):
+def _torchrun(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "tests.infer.ddp_job"]
     return cmd, env
@@ -36,7 +36,7 @@ def _check(proc):
     assert proc.returncode == 0, err[-3000:]
 
 
-def _launch(job_args, **torchrun):
+def _launch(job_args):
     port = _free_port()
     cmd, env = _torchrun("--nproc_per_node=2", f"--master_port={port}")
     return subprocess.Popen(cmd + job_args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -66,7 +66,7 @@ def test_two_gloo_processes_equal_one_process_for_every_objective(tmp_path):
     assert not torch.allclose(plain, single["trace"][0], atol=1e-5)
 
 
-def test_two_nodes_of_one_process_then_resumed_on_one_node_equal_an_uninterrupted_run(tmp_path):
+def test_two_nodes_of_one_process_resumed_by_one_process_equal_an_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "run"
     port = _free_port()
     procs = []
@@ -76,16 +76,13 @@ def test_two_nodes_of_one_process_then_resumed_on_one_node_equal_an_uninterrupte
         procs.append(subprocess.Popen(cmd + ["--out", str(tmp_path / "a.json"), "--objectives", "trace",
                                              "--epochs", "1", "--run-dir", str(run_dir)],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reference, uninterrupted = run("trace", accumulate=2)  # meanwhile: two epochs in one process
     for proc in procs:
         _check(proc)
     first = json.loads((tmp_path / "a.json").read_text())["trace"]
     assert first["world_size"] == 2 and first["steps"] == 5
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "metrics.json"]  # rank 0 wrote them
-    # resume for a second epoch with torchrun on one node
-    proc = _launch(["--out", str(tmp_path / "b.json"), "--objectives", "trace", "--epochs", "2", "--run-dir",
-                    str(run_dir), "--resume"])
-    reference, result = run("trace", accumulate=2)
-    _check(proc)
-    resumed = json.loads((tmp_path / "b.json").read_text())["trace"]
-    assert resumed["steps"] == result.steps == 10
-    assert torch.allclose(torch.tensor(resumed["params"]), reference, atol=1e-5)
+    # the second epoch in this process, accumulating the two shards the two nodes took
+    resumed, result = run("trace", accumulate=2, out=run_dir, resume=True)
+    assert result.steps == uninterrupted.steps == 10
+    assert torch.allclose(resumed, reference, atol=1e-5)
