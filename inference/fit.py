@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_obj = build(args, ds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"fitting {args.model} on {ds} with {args.objective} -> {out}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: once
+        print(f"fitting {args.model} on {ds} with {args.objective} -> {out}", file=sys.stderr)
     if ds.lengths:
         return _fit_sequences(args, ds, model_obj, objective, out)
     t0 = time.perf_counter()

@@ -97,3 +97,10 @@ def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_confi
     if sequences:  # a sequence model refuses data without lengths, naming the data sets with them
         with pytest.raises(ValueError, match="needs sequence data; valid choices for --data: jsb-chorales"):
             fit_cli.MODELS[family](args, _tiny(False))
+
+
+def test_dynamic_binarization_needs_grey_levels(capsys):
+    from inference.fit import main
+
+    with pytest.raises(ValueError, match="--binarize dynamic needs grey levels in \\[0, 1\\].*digits is already binary"):
+        main(["vae", "--data", "digits", "--binarize", "dynamic", "--out", "unused"])
