@@ -189,7 +189,10 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500, seed: 
             rows = _rows(batch, i, i + batch_size)
             lw = log_weights(model, guide, rows, num_samples, nesting, enum)
             if not _is_local(lw, len(rows[0])):
-                lw = lw if len(rows[0]) == n else log_weights(model, guide, batch, num_samples, nesting, enum)
+                if len(rows[0]) != n:  # the whole data set, from the seed's start as under several processes
+                    if seed is not None:
+                        torch.manual_seed(shard_key(seed, 0))
+                    lw = log_weights(model, guide, batch, num_samples, nesting, enum)
                 return _whole_data_elbo(lw, n)
             parts.append((i, lw.reshape(len(lw), -1).mean(0)))
     finally:
@@ -249,6 +252,8 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
                 c = min(chunk, k - done)
                 lw = log_weights(model, guide, x, c, nesting, enum).double()
                 if not _is_local(lw, len(x[0])):
+                    if seed is not None:  # from the seed's start, as under several processes
+                        torch.manual_seed(shard_key(seed, 0))
                     return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw.reshape(len(lw), -1), 0))
                 done += c

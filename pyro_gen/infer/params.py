@@ -57,22 +57,35 @@ def param_store_names(model: Callable, guide: Callable, args: tuple, modules: Se
     return names, marked_for_enumeration(traces[1], traces[0])
 
 
-def subsampled_size(model: Callable, args: tuple) -> int | None:
+def subsampled_size(model: Callable, args: tuple, modules: Sequence[torch.nn.Module] = (),
+                    device: torch.device | None = None) -> int | None:
     """The full size N of the model's data plate where it follows Pyro's minibatch convention,
     ``pyro.plate("data", N, subsample=...)`` with one subsample entry per row of the batch (its
     terms then weigh N/batch, an unbiased estimate of the whole data set's); None otherwise.
-    Traced once, in a fork of the random state (the run draws the same numbers as without it)."""
+
+    Read from one pass of the model on the batch's first row (where a plain data plate has size 1,
+    whatever N is), with the modules in eval mode (no BatchNorm statistics move) and the random
+    state forked (the run draws the same numbers as without it).
+    """
     from pyro.poutine.util import site_is_subsample
 
-    with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=[]):
-        try:
-            trace = pyro.poutine.trace(model).get_trace(*args)
-        except Exception:  # a model that cannot run without its guide has no plate to read here
-            return None
+    one = tuple(t[:1] for t in args)
+    was = [m.training for m in modules]
+    devices = [device] if device is not None and device.type == "cuda" else []
+    try:
+        for m in modules:
+            m.eval()
+        with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=devices):
+            trace = pyro.poutine.trace(model).get_trace(*one)
+    except Exception:  # a model that cannot score one row alone (or without its guide): no plate read
+        return None
+    finally:
+        for m, w in zip(modules, was):
+            m.train(w)
     for site in trace.nodes.values():
         if site["type"] == "sample" and site_is_subsample(site):
             size, batch = site["fn"].size, len(site["value"])  # the subsample's indices
-            if batch == len(args[0]) and size != batch:
+            if batch == 1 and size != 1:
                 return int(size)
     return None
 

@@ -55,11 +55,11 @@ def compile_networks(modules: Sequence[torch.nn.Module], options: bool | str | d
     for m in modules:
         visit(m)
     if not compiled:
-        raise ValueError("compile=True found no network to compile: the model's modules hold no plain nn.Module "
-                         "with parameters (a PyroModule's own code runs Pyro's handlers and stays eager)")
+        raise ValueError(f"compile={options!r} found no network to compile: the model's modules hold no plain "
+                         "nn.Module with parameters (a PyroModule's own code runs Pyro's handlers and stays eager)")
 
     def undo() -> None:
-        for child in compiled:
-            child._compiled_call_impl = None
+        while compiled:
+            compiled.pop()._compiled_call_impl = None
 
     return undo

@@ -138,7 +138,7 @@ class Run:
                 "them out. Use objective 'enum' (TraceEnum_ELBO), or drop the mark")
         _objectives.prepare(self.elbo, model, guide, *first)
         # pyro.plate("data", N, subsample=...): the loss estimates the whole data set's, N/batch times a batch's
-        self.plate_size = subsampled_size(model, first)
+        self.plate_size = subsampled_size(model, first, self.modules, self.device)
         self.params = parameters_of(self.modules, self.store_names)
         if not self.params:
             raise ValueError("model and guide have no trainable parameters (no nn.Module owner and no pyro.param)")
@@ -245,7 +245,8 @@ class Run:
         precision (what DDP's forward computes)."""
         scale = _objectives.LatentScale(self.weight) if self.weight != 1.0 else contextlib.nullcontext()
         with scale, self.autocast():
-            return self.loss(batch).float()
+            loss = self.loss(batch)
+        return loss.float() if loss.dtype in (torch.bfloat16, torch.float16) else loss
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The objective's loss on ``batch``: particles vectorized where the model broadcasts."""
@@ -305,15 +306,17 @@ class Run:
         t0 = time.perf_counter()
         state, budget_hit = self.state, None
         if state["perm"] is None:
-            state.update(perm=self.source.order(self.shuffle), pos=0, total=0.0, count=0)
+            perm = self.source.order(self.shuffle)
+            self.world.broadcast([perm])  # a user sampler's order may come from a process's own RNG: rank 0's
+            state.update(perm=perm, pos=0, total=0.0, count=0)
         key = lambda b, j: shard_key(state["base_seed"], epoch, b, j)  # noqa: E731 (a data fetch's seed)
         batches = self.source.batches(state["perm"], state["pos"], key)
         while True:
+            shards, points = next(batches, (None, 0))
+            if shards is None:  # the epoch is done (before any budget: a budget spent on its last step ends it whole)
+                break
             budget_hit = self.budget_spent(time.perf_counter() - t0)
             if budget_hit:
-                break
-            shards, points = next(batches, (None, 0))
-            if shards is None:
                 break
             if shards:  # (a last batch too small to give every shard a point is skipped)
                 value = self.step(shards, points, epoch)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler,
-                              TensorDataset)
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler,
+                              SequentialSampler, TensorDataset)
 from torch.utils.data._utils.collate import default_collate
 
 from ..data import batch_tuple, check_batch
@@ -113,7 +113,7 @@ class _Fetch(Dataset):
             return tuple(t[idx] for t in self.dataset.tensors)
         idx = idx.tolist() if torch.is_tensor(idx) else idx
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's (torch.manual_seed would reseed the GPUs too)
             state = random.getstate()
             random.seed(seed)
             try:
@@ -146,8 +146,9 @@ class MapSource:
     resumable = True
 
     def __init__(self, dataset: Dataset, batch_size: int, shards: Shards, device, *, shuffle: bool = True,
-                 sampler=None, loader_options: dict | None = None):
+                 sampler=None, drop_last: bool = False, loader_options: dict | None = None):
         self.dataset, self.device, self.shuffle, self.sampler = dataset, torch.device(device), shuffle, sampler
+        self.drop_last = drop_last
         try:
             self.n = len(sampler) if sampler is not None else len(dataset)
         except TypeError as e:
@@ -156,7 +157,7 @@ class MapSource:
         if self.n == 0:
             raise ValueError("the training data set is empty")
         self.batch_size, self.shards = batch_size, shards
-        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        self.steps_per_epoch = self.n // batch_size if drop_last else math.ceil(self.n / batch_size)
         options = dict(loader_options or {})
         self.pin = bool(options.get("pin_memory")) and self.device.type == "cuda"
         self.workers = options.get("num_workers", 0)
@@ -185,7 +186,7 @@ class MapSource:
             idx = perm[pos:pos + self.batch_size]
             pos += len(idx)
             sizes.append(len(idx))
-            if len(idx) >= self.shards.count:
+            if len(idx) >= self.shards.count and not (self.drop_last and len(idx) < self.batch_size):
                 parts = torch.tensor_split(idx, self.shards.count)
                 # indices as a tensor in this process; as a list to workers (a tensor would go through shared memory)
                 specs.append([(key(b, j), parts[j].tolist() if self.workers else parts[j]) for j in self.shards.mine])
@@ -291,9 +292,13 @@ def make_source(data, batch_size: int | None, shards: Shards, device, *, what: s
         dataset = data.dataset
         if not isinstance(dataset, IterableDataset):
             sampler = data.sampler
-            shuffle = isinstance(sampler, RandomSampler)
-            custom = None if isinstance(sampler, (RandomSampler, SequentialSampler)) else sampler
-            return MapSource(dataset, batch_size, shards, device, shuffle=shuffle, sampler=custom,
+            if isinstance(sampler, DistributedSampler):
+                raise ValueError(f"{what}: fit shares the data out over the processes itself; build the DataLoader "
+                                 "without a DistributedSampler (shuffle=True, or a sampler of the whole data set)")
+            plain = type(sampler) is SequentialSampler or (type(sampler) is RandomSampler and not sampler.replacement
+                                                            and sampler._num_samples is None)
+            return MapSource(dataset, batch_size, shards, device, shuffle=isinstance(sampler, RandomSampler),
+                             sampler=None if plain else sampler, drop_last=data.drop_last,
                              loader_options=options), batch_size
         data = dataset
     batch_size = 128 if batch_size is None else batch_size

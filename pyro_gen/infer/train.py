@@ -15,6 +15,7 @@ The loop below is the whole of it; its parts are the methods of :class:`.run.Run
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -141,7 +142,7 @@ def fit(
     total = epochs * run.steps_per_epoch if run.steps_per_epoch is not None else None
     bar = progress_bar(total=total, initial=min(run.state["step"], total or run.state["step"]),
                        disable=not progress or not run.world.main, desc="fit", unit="step", dynamic_ncols=True)
-    with bar, pyro.validation_enabled(validate):
+    with bar, pyro.validation_enabled(validate), _finally(run.uncompile):
         while run.state["epoch"] < epochs:
             if run.patience_spent():  # e.g. resuming a run that had already stopped early
                 run.stopped = "early_stopping"
@@ -157,6 +158,15 @@ def fit(
             if run.stopped != "epochs":
                 break
     return run.result(restore_best)
+
+
+@contextlib.contextmanager
+def _finally(undo: Callable[[], None]):
+    """``undo()`` however the block ends (compiled networks are restored even when a run fails)."""
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _check_options(*, epochs, batch_size, optimizer, patience, beta, kl_anneal, resume, out, accumulate) -> None:

@@ -80,3 +80,15 @@ def test_fit_with_minibatches_finds_the_conjugate_posterior_and_reports_the_loss
     last = sum(r["train_loss"] for r in result.history[-20:]) / 20
     assert last == pytest.approx(per_point, rel=0.05)
     assert result.history[-1]["val_loss"] == pytest.approx(per_point, rel=0.05)  # validation too
+
+
+def test_shards_of_a_batch_as_large_as_the_data_are_scaled_like_the_batch():
+    # N = 16 rows in one batch of 16: each shard of 8 is weighted 16/8 by the plate, and fit takes it out again
+    x, y = _data(16)
+    losses = {}
+    for accumulate in (1, 2, 4):
+        with pyro.get_param_store().scope():
+            result = fit(make_model(16), guide, (x, y), epochs=1, batch_size=16, accumulate=accumulate, progress=False)
+            losses[accumulate] = result.history[0]["train_loss"]
+    # the same loss per point up to the Monte Carlo draw of w (0.3 wide): not 2 or 4 times it
+    assert losses[2] == pytest.approx(losses[1], rel=0.3) and losses[4] == pytest.approx(losses[1], rel=0.3)

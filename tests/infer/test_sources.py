@@ -146,3 +146,17 @@ def test_bad_data_options_are_refused_with_the_reason():
         _fit(x, precision="fp8")
     with pytest.raises(TypeError, match="a batch must be a tensor or a tuple of tensors"):
         _fit(Rows([{"x": r} for r in x]))
+
+
+def test_a_step_budget_spent_on_an_epochs_last_step_ends_that_epoch_whole():
+    _, result = _fit(_data(), epochs=2, max_steps=10)  # 40 points in batches of 8: 5 steps an epoch
+    assert result.stopped == "epochs" and [r["epoch"] for r in result.history] == [1, 2]
+    assert not any(r.get("partial") for r in result.history)
+
+
+def test_a_distributed_sampler_is_refused_fit_shares_the_data_out_itself():
+    from torch.utils.data import DistributedSampler
+
+    loader = DataLoader(Rows(_data()), batch_size=8, sampler=DistributedSampler(Rows(_data()), num_replicas=2, rank=0))
+    with pytest.raises(ValueError, match="without a DistributedSampler"):
+        _fit(loader, batch_size=None)
