@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two workers on two cores, one torch thread each (tests/conftest.py)
 
 demo: $(STAMP)
 	$(PY) -m inference.demo --out runs/demo

@@ -7,7 +7,8 @@ import torch
 
 import pyro_gen  # noqa: F401
 
-torch.set_num_threads(2)
+# one torch thread per pytest-xdist worker (make test runs two on two cores), two otherwise
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 ROOT = Path(__file__).resolve().parents[1]
 
 
