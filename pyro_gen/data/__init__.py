@@ -4,8 +4,8 @@ The lowest layer of pyro_gen: it imports nothing else from the package. ``image_
 (and ``ImageFolderDataset``) load torchvision, so they are imported on first use.
 """
 
-from .checks import (as_tensors, batch_tuple, check_batch, check_data, check_for_models, check_sequences, is_torch_data,
-                     random_subset, time_mask)
+from .checks import (as_tensors, batch_tuple, check_batch, check_data, check_for_models, check_sequences, data_args,
+                     is_torch_data, random_subset, time_mask)
 from .datasets import (KNOWN_SHA256, Dataset, DataNotFoundError, data_roots, find_file, load, names, read_idx,
                        safe_unpickle)
 from .memmap import MemmapDataset, write_memmap
@@ -14,7 +14,7 @@ from .transforms import DynamicBinarize, Transformed
 __all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "read_idx", "DataNotFoundError",
            "KNOWN_SHA256", "DynamicBinarize", "Transformed", "MemmapDataset", "write_memmap", "image_folder",
            "ImageFolderDataset", "check_data", "check_sequences", "check_batch", "check_for_models", "time_mask",
-           "random_subset", "as_tensors", "batch_tuple", "is_torch_data"]
+           "random_subset", "as_tensors", "batch_tuple", "is_torch_data", "data_args"]
 
 _LAZY = {"image_folder": "images", "ImageFolderDataset": "images"}
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = ["check_data", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset",
-           "as_tensors", "batch_tuple", "is_torch_data"]
+           "as_tensors", "batch_tuple", "is_torch_data", "data_args"]
 
 
 def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
@@ -111,18 +111,27 @@ def as_tensors(data, what: str = "data", max_points: int | None = None) -> tuple
             return check_batch(data.tensors, what)
         loader = DataLoader(data, batch_size=256, shuffle=False)
     parts, n = [], 0
-    for batch in loader:
-        batch = batch_tuple(batch)
-        parts.append(batch)
-        n += len(batch[0])
-        if max_points is not None and n >= max_points:
-            break
+    with torch.random.fork_rng(devices=[]):  # starting the loader draws from torch's RNG: not the caller's stream
+        for batch in loader:
+            batch = batch_tuple(batch)
+            parts.append(batch)
+            n += len(batch[0])
+            if max_points is not None and n >= max_points:
+                break
     if not parts:
         raise ValueError(f"{what} is empty")
     out = tuple(torch.cat(cols) for cols in zip(*parts))
     if max_points is not None:
         out = tuple(t[:max_points] for t in out)
     return check_batch(out, what)
+
+
+def data_args(args: tuple) -> tuple:
+    """A model's positional arguments, with a torch ``Dataset`` or ``DataLoader`` given as the only one
+    read into its tensors (:func:`as_tensors`); other arguments as they are."""
+    if len(args) == 1 and is_torch_data(args[0]):
+        return as_tensors(args[0])
+    return args
 
 
 def is_torch_data(data) -> bool:

@@ -21,6 +21,8 @@ import numpy as np
 import pyro
 import torch
 
+from ..data import data_args
+
 __all__ = ["NUTSResult", "nuts", "compare_posteriors", "interval_plot"]
 
 
@@ -51,6 +53,8 @@ def nuts(model: Callable, *args, num_samples: int = 500, warmup_steps: int = 500
     relabelling of the states, this keeps all chains on the same labelling.
     """
     import time
+
+    args = data_args(args)  # a torch Dataset or DataLoader: its tensors
 
     from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide import init_to_value

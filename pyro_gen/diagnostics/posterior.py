@@ -43,7 +43,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ..data import as_tensors, is_torch_data
+from ..data import data_args
 from ..evaluate import per_point_log_weights, plate_nesting
 from ..infer.objectives import RenyiBound, prepare
 from ..infer.particles import with_particles
@@ -82,15 +82,8 @@ def _draws(fn: Callable, num_samples: int, dim: int) -> Callable:
 
 
 @torch.no_grad()
-def _data_args(args: tuple) -> tuple:
-    """A torch ``Dataset`` or ``DataLoader`` as the only argument: its tensors (read into memory)."""
-    if len(args) == 1 and is_torch_data(args[0]):
-        return as_tensors(args[0])
-    return args
-
-
 def _vectorized_traces(model, guide, num_samples: int, args, kwargs, predictive: bool = False):
-    args = _data_args(args)
+    args = data_args(args)
     """Guide and model traces with S draws along a leading particle dimension (and, with
     ``predictive``, a trace of fresh observations under each draw; else None).
 
@@ -241,7 +234,7 @@ def psis(model: Callable, guide: Callable, *args, num_samples: int = 1000, per_p
     References:
         Yao et al. (2018), Yes, but Did It Work?, Sec. 2.
     """
-    args = _data_args(args)
+    args = data_args(args)
     if per_point:
         if len(args) != 1 or kwargs:
             raise ValueError("per_point=True takes the data tensor as the only argument")

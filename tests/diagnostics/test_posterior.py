@@ -154,3 +154,18 @@ def test_posterior_predictive_check_flags_a_misfit(nn_data, tmp_path):
     assert 0.2 < good["x:mean"]["p_value"] < 0.8
     assert bad["x:mean"]["p_value"] > 0.99
     assert Path(good["figure"]).stat().st_size > 5000 and "figure" not in bad
+
+
+def test_diagnostics_take_a_torch_dataset_or_dataloader_as_the_data():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    net = LinearGaussian(d=5, q=2).exact_guide()
+    x = net.sample_data(40)
+    results = []
+    for data in (x, TensorDataset(x), DataLoader(TensorDataset(x), batch_size=16)):
+        pyro.set_rng_seed(2)
+        results.append(D.psis(net.model, net.guide, data, num_samples=200, per_point=True).khat)
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+    draws = D.posterior_draws(net.model, net.guide, DataLoader(TensorDataset(x), batch_size=16), num_samples=10,
+                              include_local=True)
+    assert draws["z"].shape[:2] == (10, 40)
