@@ -27,6 +27,10 @@ Run from the repository root::
 
     PYRO_GEN_DATA=/path/to/shared/data python benchmarks/vae_speed.py [--rounds 15] [--steps 20]
     python benchmarks/vae_speed.py --smoke        # 2 rounds of 2 steps, for CI
+    python benchmarks/vae_speed.py --batch 64 --hidden 200 200 --z-dim 20 --no-small   # another size
+
+Each size is reported in the same rows; the JSON's ``"small"`` holds them for a 784-64-8 VAE on
+batches of 16, the regime where Pyro's per-step work, not the compute, dominates.
 
 Without the binarized-MNIST files it uses random binary data of the same shape and
 says so (``"data": "random"``); the timing does not depend on pixel values.
@@ -61,6 +65,8 @@ from pyro_gen.infer.run import Run  # noqa: E402
 
 X_DIM, Z_DIM, HIDDEN = 784, 50, (400,)
 BATCH = 128
+# The overhead regime (issue 18): a small VAE on small batches, where Pyro's per-step work dominates.
+SMALL = {"batch": 16, "hidden": (64,), "z_dim": 8}
 LR = 1e-3
 THREADS = 2
 K_IWAE = 5
@@ -227,8 +233,12 @@ def time_steps(step: Step, batches: list[torch.Tensor], start: int, count: int) 
     return 1e3 * (time.perf_counter() - t0) / count
 
 
-def run(rounds: int, steps: int, warmup: int) -> dict:
-    """Time every implementation interleaved; returns the JSON-ready results."""
+def run(rounds: int, steps: int, warmup: int, batch: int = 128, hidden: tuple[int, ...] = (400,),
+        z_dim: int = 50) -> dict:
+    """Time every implementation interleaved at one size; returns the JSON-ready results."""
+    global BATCH, HIDDEN, Z_DIM  # the size every function above builds and feeds
+    BATCH, HIDDEN, Z_DIM = batch, tuple(hidden), z_dim
+    print(f"VAE {X_DIM}-{'-'.join(map(str, HIDDEN))}-{Z_DIM}, batch {BATCH}", file=sys.stderr, flush=True)
     torch.set_num_threads(THREADS)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
@@ -261,7 +271,8 @@ def run(rounds: int, steps: int, warmup: int) -> dict:
         result[name] = {"pyro_gen_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
     a, b = med["pyro_svi/trace"], med["torch/trace"]
     result["pyro_svi"] = {"pyro_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
-    result.update({"threads": THREADS, "rounds": rounds, "steps_per_round": steps, "data": data_name})
+    result.update({"threads": THREADS, "rounds": rounds, "steps_per_round": steps, "data": data_name,
+                   "batch": BATCH, "hidden": list(HIDDEN), "z_dim": Z_DIM})
     return result
 
 
@@ -271,13 +282,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is over these)")
     p.add_argument("--steps", type=int, default=20, help="steps of each implementation per round")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps of each implementation first")
+    p.add_argument("--batch", type=int, default=128, help="batch size of the main size")
+    p.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the main size")
+    p.add_argument("--z-dim", type=int, default=50, help="latent dimension of the main size")
+    p.add_argument("--no-small", action="store_true",
+                   help=f"skip the overhead-regime size ({SMALL['batch']}, {SMALL['hidden']}, {SMALL['z_dim']})")
     p.add_argument("--smoke", action="store_true", help="2 rounds of 2 steps, 1 warm-up step (CI)")
     args = p.parse_args(argv)
     if args.smoke:
         args.rounds, args.steps, args.warmup = 2, 2, 1
-    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
-        p.error("--rounds and --steps must be >= 1 and --warmup >= 0")
-    result = run(args.rounds, args.steps, args.warmup)
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.z_dim < 1 or \
+            min(args.hidden) < 1:
+        p.error("--rounds, --steps, --batch, --z-dim and --hidden must be >= 1 and --warmup >= 0")
+    result = run(args.rounds, args.steps, args.warmup, args.batch, tuple(args.hidden), args.z_dim)
+    if not args.no_small:  # the same rows at the small size (issue 18's overhead regime)
+        result["small"] = run(args.rounds, args.steps, args.warmup, **SMALL)
     print(json.dumps(result), flush=True)
     return result
 

@@ -56,14 +56,18 @@ def _positive(x) -> bool:
 def test_speed_smoke():
     # Uses the real data when PYRO_GEN_DATA points at it, random binary data otherwise.
     out = _last_json(_run("vae_speed.py", "--smoke", env=_env()))
-    assert set(out) == {"trace", "meanfield", "iwae5", "pyro_svi", "threads", "rounds", "steps_per_round", "data"}
-    for name in ("trace", "meanfield", "iwae5"):
-        assert set(out[name]) == {"pyro_gen_ms", "torch_ms", "ratio"}
-        assert all(_positive(v) for v in out[name].values()), out[name]
-    assert set(out["pyro_svi"]) == {"pyro_ms", "torch_ms", "ratio"}
-    assert all(_positive(v) for v in out["pyro_svi"].values()), out["pyro_svi"]
-    assert (out["threads"], out["rounds"], out["steps_per_round"]) == (2, 2, 2)
-    assert out["data"] in ("binarized-mnist", "random")
+    rows = {"trace", "meanfield", "iwae5", "pyro_svi", "threads", "rounds", "steps_per_round", "data", "batch",
+            "hidden", "z_dim"}
+    assert set(out) == rows | {"small"} and set(out["small"]) == rows
+    for size, (batch, hidden, z_dim) in ((out, (128, [400], 50)), (out["small"], (16, [64], 8))):
+        for name in ("trace", "meanfield", "iwae5"):
+            assert set(size[name]) == {"pyro_gen_ms", "torch_ms", "ratio"}
+            assert all(_positive(v) for v in size[name].values()), size[name]
+        assert set(size["pyro_svi"]) == {"pyro_ms", "torch_ms", "ratio"}
+        assert all(_positive(v) for v in size["pyro_svi"].values()), size["pyro_svi"]
+        assert (size["threads"], size["rounds"], size["steps_per_round"]) == (2, 2, 2)
+        assert (size["batch"], size["hidden"], size["z_dim"]) == (batch, hidden, z_dim)
+        assert size["data"] in ("binarized-mnist", "random")
 
 
 @pytest.mark.slow
