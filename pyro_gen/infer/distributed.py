@@ -36,10 +36,8 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.size > 1 or (dist.is_available() and dist.is_initialized())
+    #: a process group is initialized (collectives run; possibly with one process)
+    active: bool = False
 
     @property
     def main(self) -> bool:
@@ -153,7 +151,7 @@ def _collective_device() -> torch.device:
 def current() -> World:
     """The :class:`World` of an initialized process group (one process otherwise); initializes nothing."""
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
     return World()
 
 
@@ -180,7 +178,7 @@ def world(distributed: bool | None, device) -> World:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return current()
 
 
 def no_sync(fn) -> contextlib.AbstractContextManager:
