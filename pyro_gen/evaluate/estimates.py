@@ -65,15 +65,26 @@ def _estimate(values: torch.Tensor) -> Estimate:
     return Estimate(values.mean().item(), se, n)
 
 
-def _my_batches(n: int, batch_size: int, seed: int | None, world):
-    """The start rows of the batches this process evaluates (batch j goes to process j mod size),
-    with torch seeded per batch from (seed, j) when ``seed`` is given: then the numbers do not
-    depend on how many processes share the work."""
-    for j, i in enumerate(range(0, n, batch_size)):
-        if j % world.size == world.rank:
-            if seed is not None:
-                torch.manual_seed(shard_key(seed, j))
-            yield i
+def _my_batches(n: int, batch_size: int, world) -> list[int]:
+    """The start rows of the batches this process evaluates: batch j goes to process j mod size."""
+    return [i for j, i in enumerate(range(0, n, batch_size)) if j % world.size == world.rank]
+
+
+def _reseed(seed: int | None, start: int, batch_size: int) -> None:
+    """Seed torch for the batch starting at row ``start`` from (seed, its number), when a seed is given:
+    then the numbers do not depend on how many processes share the work (batch 0's seed also starts
+    a whole-data pass)."""
+    if seed is not None:
+        torch.manual_seed(shard_key(seed, start // batch_size))
+
+
+def _shared_latent_under(world, model, guide, batch, batch_size: int, nesting: int, enum: bool) -> bool:
+    """Under several processes, whether some latent is shared by the data (probed on the first batch by
+    every process alike, so that all of them take the whole-data path together)."""
+    if not world.active:
+        return False
+    rows = _rows(batch, 0, batch_size)
+    return not _is_local(log_weights(model, guide, rows, 1, nesting, enum), len(rows[0]))
 
 
 def _sharded_seed(seed: int | None, world) -> int | None:
@@ -180,18 +191,16 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500, seed: 
     mods, was = _modules_eval(model, guide)
     try:
         parts, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
-        if world.active and not _is_local(log_weights(model, guide, _rows(batch, 0, batch_size), 1, nesting, enum),
-                                          len(_rows(batch, 0, batch_size)[0])):
-            if seed is not None:  # a global latent: every process scores the whole data set, from the same seed
-                torch.manual_seed(shard_key(seed, 0))
+        if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
+            _reseed(seed, 0, batch_size)  # every process scores the whole data set, from the same seed
             return _whole_data_elbo(log_weights(model, guide, batch, num_samples, nesting, enum), n)
-        for i in _my_batches(n, batch_size, seed, world):
+        for i in _my_batches(n, batch_size, world):
+            _reseed(seed, i, batch_size)
             rows = _rows(batch, i, i + batch_size)
             lw = log_weights(model, guide, rows, num_samples, nesting, enum)
             if not _is_local(lw, len(rows[0])):
                 if len(rows[0]) != n:  # the whole data set, from the seed's start as under several processes
-                    if seed is not None:
-                        torch.manual_seed(shard_key(seed, 0))
+                    _reseed(seed, 0, batch_size)
                     lw = log_weights(model, guide, batch, num_samples, nesting, enum)
                 return _whole_data_elbo(lw, n)
             parts.append((i, lw.reshape(len(lw), -1).mean(0)))
@@ -235,16 +244,12 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     mods, was = _modules_eval(model, guide)
     try:
         out, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
-        if world.active and not _is_local(log_weights(model, guide, _rows(batch, 0, batch_size), 1, nesting, enum),
-                                          len(_rows(batch, 0, batch_size)[0])):
-            if seed is not None:
-                torch.manual_seed(shard_key(seed, 0))
+        if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
+            _reseed(seed, 0, batch_size)
             return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
-        starts = list(_my_batches(n, batch_size, None, world))
-        for i in progress_bar(starts, desc=f"log p(x), IWAE-{k}", unit="batch", disable=not progress or not world.main,
-                              interval=0.5):
-            if seed is not None:
-                torch.manual_seed(shard_key(seed, i // batch_size))
+        for i in progress_bar(_my_batches(n, batch_size, world), desc=f"log p(x), IWAE-{k}", unit="batch",
+                              disable=not progress or not world.main, interval=0.5):
+            _reseed(seed, i, batch_size)
             x = _rows(batch, i, i + batch_size)
             acc = torch.full((len(x[0]),), -math.inf, dtype=torch.float64, device=x[0].device)
             done = 0
@@ -252,8 +257,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
                 c = min(chunk, k - done)
                 lw = log_weights(model, guide, x, c, nesting, enum).double()
                 if not _is_local(lw, len(x[0])):
-                    if seed is not None:  # from the seed's start, as under several processes
-                        torch.manual_seed(shard_key(seed, 0))
+                    _reseed(seed, 0, batch_size)  # from the seed's start, as under several processes
                     return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw.reshape(len(lw), -1), 0))
                 done += c

@@ -112,11 +112,9 @@ class World:
             return loss
         from torch.nn.parallel import DistributedDataParallel
 
-        objective = _Objective(modules, loss)
         dev = next(p for m in modules for p in m.parameters()).device
-        ddp = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                      find_unused_parameters=True)
-        return _Wrapped(ddp)
+        ids = [dev.index] if dev.type == "cuda" else None
+        return DistributedDataParallel(_Objective(modules, loss), device_ids=ids, find_unused_parameters=True)
 
 
 class _Objective(torch.nn.Module):
@@ -129,17 +127,6 @@ class _Objective(torch.nn.Module):
 
     def forward(self, batch):
         return self._loss(batch)
-
-
-class _Wrapped:
-    def __init__(self, ddp):
-        self.ddp = ddp
-
-    def __call__(self, batch):
-        return self.ddp(batch)
-
-    def no_sync(self):
-        return self.ddp.no_sync()
 
 
 def _collective_device() -> torch.device:
@@ -183,4 +170,4 @@ def world(distributed: bool | None, device) -> World:
 
 def no_sync(fn) -> contextlib.AbstractContextManager:
     """DDP's ``no_sync`` for a wrapped loss (gradient accumulation); nothing otherwise."""
-    return fn.no_sync() if isinstance(fn, _Wrapped) else contextlib.nullcontext()
+    return fn.no_sync() if hasattr(fn, "no_sync") else contextlib.nullcontext()

@@ -243,8 +243,7 @@ class Run:
     def shard_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The objective's loss summed over ``batch``, latent sites weighted by ``self.weight``, in the run's
         precision (what DDP's forward computes)."""
-        scale = _objectives.LatentScale(self.weight) if self.weight != 1.0 else contextlib.nullcontext()
-        with scale, self.autocast():
+        with _latent_weight(self.weight), self.autocast():
             loss = self.loss(batch)
         return loss.float() if loss.dtype in (torch.bfloat16, torch.float16) else loss
 
@@ -411,8 +410,7 @@ def validation_loss(elbo, model, guide, data, batch_size, beta, modules, world=N
         m.eval()
     rank, size = (world.rank, world.size) if world is not None else (0, 1)
     total, n = 0.0, len(data[0])
-    scale = _objectives.LatentScale(beta) if beta != 1.0 else contextlib.nullcontext()
-    with pyro.validation_enabled(False), scale:
+    with pyro.validation_enabled(False), _latent_weight(beta):
         for j, i in enumerate(range(0, n, batch_size)):
             if j % size != rank:
                 continue
@@ -426,6 +424,11 @@ def validation_loss(elbo, model, guide, data, batch_size, beta, modules, world=N
     if world is not None:
         total = world.all_sum([total])[0]
     return total / n
+
+
+def _latent_weight(weight: float):
+    """The latent sites' log densities weighted by ``weight`` (nothing to do at 1)."""
+    return _objectives.LatentScale(weight) if weight != 1.0 else contextlib.nullcontext()
 
 
 def _check_shapes(path, modules, state: dict) -> None:

@@ -89,15 +89,24 @@ class TensorSource:
     def batches(self, perm: torch.Tensor, pos: int, key: Callable[[int, int], int]
                 ) -> Iterator[tuple[list[tuple[torch.Tensor, ...]], int]]:
         """From point ``pos`` of the epoch's order on: (this rank's shards, points in the global batch)."""
-        perm = perm.to(self.data[0].device)
-        while pos < len(perm):
-            idx = perm[pos:pos + self.batch_size]
-            pos += len(idx)
-            parts = torch.tensor_split(idx, self.shards.count) if self.shards.count > 1 else (idx,)
-            if len(idx) < self.shards.count:  # a last batch too small to give every shard a point
-                yield [], len(idx)
-                continue
-            yield [tuple(t[parts[j]] for t in self.data) for j in self.shards.mine], len(idx)
+        for _, size, mine in _cut(perm.to(self.data[0].device), pos, self.batch_size, self.shards):
+            yield [tuple(t[idx] for t in self.data) for _, idx in mine], size
+
+
+def _cut(perm: torch.Tensor, pos: int, batch_size: int, shards: Shards, drop_last: bool = False):
+    """The global batches of an epoch's order from point ``pos`` on: (batch number, points, this rank's
+    shards as [(shard index, indices), ...]). A batch too small to give every shard a point (or, with
+    ``drop_last``, any short last batch) has no shards, but its points still count towards ``pos``."""
+    b = pos // batch_size  # batches start at multiples of batch_size (only the last one is short)
+    while pos < len(perm):
+        idx = perm[pos:pos + batch_size]
+        pos += len(idx)
+        mine = []
+        if len(idx) >= shards.count and not (drop_last and len(idx) < batch_size):
+            parts = torch.tensor_split(idx, shards.count) if shards.count > 1 else (idx,)
+            mine = [(j, parts[j]) for j in shards.mine]
+        yield b, len(idx), mine
+        b += 1
 
 
 class _Fetch(Dataset):
@@ -168,8 +177,7 @@ class MapSource:
                                  batch_size=None, generator=torch.Generator().manual_seed(0), **options)
 
     def first(self, k: int) -> tuple[torch.Tensor, ...]:
-        idx = torch.arange(min(k, self.n))
-        return self._to_device(_Fetch(self.dataset, self.loader.dataset.collate_fn)[(0, idx)])
+        return self._to_device(self.loader.dataset[(0, torch.arange(min(k, self.n)))])
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
         if self.sampler is not None:  # the user's sampler decides the order (and may repeat points)
@@ -181,18 +189,10 @@ class MapSource:
 
     def batches(self, perm, pos, key):
         specs, sizes = [], []
-        b = pos // self.batch_size  # batch number within the epoch: batches start at multiples of batch_size
-        while pos < len(perm):
-            idx = perm[pos:pos + self.batch_size]
-            pos += len(idx)
-            sizes.append(len(idx))
-            if len(idx) >= self.shards.count and not (self.drop_last and len(idx) < self.batch_size):
-                parts = torch.tensor_split(idx, self.shards.count)
-                # indices as a tensor in this process; as a list to workers (a tensor would go through shared memory)
-                specs.append([(key(b, j), parts[j].tolist() if self.workers else parts[j]) for j in self.shards.mine])
-            else:
-                specs.append([])
-            b += 1
+        for b, size, mine in _cut(perm, pos, self.batch_size, self.shards, self.drop_last):
+            sizes.append(size)
+            # indices as a tensor in this process; as a list to workers (a tensor would go through shared memory)
+            specs.append([(key(b, j), idx.tolist() if self.workers else idx) for j, idx in mine])
         self.plan.specs = [s for step in specs for s in step]
         fetched = iter(self.loader)
         for step, size in zip(specs, sizes):
