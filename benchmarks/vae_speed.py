@@ -9,9 +9,11 @@ binarized-MNIST images with Adam (lr 1e-3) on 2 CPU threads, for three objective
 - ``iwae5``: IWAE with k=5 vectorized particles (encoder once, decoder on (5, B, 50)).
 
 The pyro_gen side is the step :func:`pyro_gen.fit` takes, called as fit calls it
-(``Run.step`` in ``pyro_gen/infer/run.py``): ``objective.differentiable_loss(model,
-guide, x) / B`` with Pyro's validation off, ``loss.item()``, ``zero_grad``,
-``backward``, ``step``. The reference is the same objective written by hand in
+(``Run.step`` in ``pyro_gen/infer/run.py``): the objective's loss / B with Pyro's
+validation off, ``loss.item()``, ``zero_grad``, ``backward``, ``step``. By default fit
+replays the step recorded on its first call (``pyro_gen/infer/fastpath.py``); the same
+step with ``fast=False`` (through Pyro's handlers and ``differentiable_loss``) is timed
+beside it and reported as ``standard_ms`` and ``standard_ratio``. The reference is the same objective written by hand in
 PyTorch on the same encoder/decoder modules (log densities written out, loss = mean
 over the batch). A fourth row times plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``
 and ``Trace_ELBO`` written as in Pyro's VAE example (``pyro.module`` registration,
@@ -69,6 +71,7 @@ BATCH = 128
 SMALL = {"batch": 16, "hidden": (64,), "z_dim": 8}
 LR = 1e-3
 THREADS = 2
+DEVICE = torch.device("cpu")  # --device cuda: the same steps on a GPU (where one is available)
 K_IWAE = 5
 LOG_2PI = math.log(2 * math.pi)
 
@@ -100,19 +103,19 @@ def make_batches(train: torch.Tensor, count: int, seed: int = 0) -> list[torch.T
     need = count * BATCH
     while len(perm) < need:  # tiny data sets (never the real one): wrap around
         perm = torch.cat([perm, torch.randperm(len(train), generator=gen)])
-    return [train[perm[i * BATCH:(i + 1) * BATCH]].contiguous() for i in range(count)]
+    return [train[perm[i * BATCH:(i + 1) * BATCH]].contiguous().to(DEVICE) for i in range(count)]
 
 
 def new_vae(seed: int = 0) -> VAE:
     """A fresh VAE 784-400-50; the same seed gives every implementation the same initial weights."""
     torch.manual_seed(seed)
-    return VAE(X_DIM, Z_DIM, HIDDEN)
+    return VAE(X_DIM, Z_DIM, HIDDEN).to(DEVICE)
 
 
 # --- pyro_gen: the step inside fit ---------------------------------------------------------
 
 
-def pyro_gen_step(objective: str) -> Step:
+def pyro_gen_step(objective: str, fast: bool = True) -> Step:
     """One training step of ``pyro_gen.fit`` for ``objective``: its own code, ``Run.step``.
 
     ``Run`` is the object ``fit`` loops over (``pyro_gen/infer/run.py``); its ``step``
@@ -122,12 +125,14 @@ def pyro_gen_step(objective: str) -> Step:
     vae = new_vae()
     run = Run(vae.model, vae.guide, torch.zeros(BATCH, X_DIM), objective=objective, epochs=1, batch_size=BATCH,
               lr=LR, optimizer="adam", weight_decay=0.0, val_data=None, val_batch_size=BATCH, patience=None,
-              beta=1.0, kl_anneal=0.0, clip_norm=None, lr_schedule=None, seed=None, device="cpu", out=None,
-              checkpoint_every=1, max_steps=None, max_seconds=None)
+              beta=1.0, kl_anneal=0.0, clip_norm=None, lr_schedule=None, seed=None, device=DEVICE, out=None,
+              checkpoint_every=1, max_steps=None, max_seconds=None, fast=fast)
 
     def step(x: torch.Tensor) -> float:
         with pyro.validation_enabled(False):
             return run.step([(x,)], len(x), epoch=1)
+
+    step.run = run
 
     return step
 
@@ -230,6 +235,8 @@ def time_steps(step: Step, batches: list[torch.Tensor], start: int, count: int) 
     t0 = time.perf_counter()
     for i in range(count):
         step(batches[(start + i) % n])
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return 1e3 * (time.perf_counter() - t0) / count
 
 
@@ -249,6 +256,7 @@ def run(rounds: int, steps: int, warmup: int, batch: int = 128, hidden: tuple[in
     for name in ("trace", "meanfield", "iwae5"):
         spec = "iwae:5" if name == "iwae5" else name
         impls[f"pyro_gen/{name}"] = pyro_gen_step(spec)
+        impls[f"standard/{name}"] = pyro_gen_step(spec, fast=False)
         impls[f"torch/{name}"] = torch_step(name)
     impls["pyro_svi/trace"] = pyro_svi_step()
 
@@ -267,12 +275,16 @@ def run(rounds: int, steps: int, warmup: int, batch: int = 128, hidden: tuple[in
     med = {name: statistics.median(v) for name, v in per_round.items()}
     result: dict = {}
     for name in ("trace", "meanfield", "iwae5"):
-        a, b = med[f"pyro_gen/{name}"], med[f"torch/{name}"]
-        result[name] = {"pyro_gen_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
+        a, b, c = med[f"pyro_gen/{name}"], med[f"torch/{name}"], med[f"standard/{name}"]
+        fast = impls[f"pyro_gen/{name}"].run.fast
+        if fast is None or fast.off is not None or not fast.replays:
+            raise RuntimeError(f"{name}: the fast path did not serve the benchmark ({fast and fast.off})")
+        result[name] = {"pyro_gen_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3),
+                        "standard_ms": round(c, 3), "standard_ratio": round(c / b, 3)}
     a, b = med["pyro_svi/trace"], med["torch/trace"]
     result["pyro_svi"] = {"pyro_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
     result.update({"threads": THREADS, "rounds": rounds, "steps_per_round": steps, "data": data_name,
-                   "batch": BATCH, "hidden": list(HIDDEN), "z_dim": Z_DIM})
+                   "batch": BATCH, "hidden": list(HIDDEN), "z_dim": Z_DIM, "device": str(DEVICE)})
     return result
 
 
@@ -285,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=128, help="batch size of the main size")
     p.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the main size")
     p.add_argument("--z-dim", type=int, default=50, help="latent dimension of the main size")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (then the small size "
+                   "is the one that matters: there the per-step overhead is the whole story)")
     p.add_argument("--no-small", action="store_true",
                    help=f"skip the overhead-regime size ({SMALL['batch']}, {SMALL['hidden']}, {SMALL['z_dim']})")
     p.add_argument("--smoke", action="store_true", help="2 rounds of 2 steps, 1 warm-up step (CI)")
@@ -294,6 +308,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.z_dim < 1 or \
             min(args.hidden) < 1:
         p.error("--rounds, --steps, --batch, --z-dim and --hidden must be >= 1 and --warmup >= 0")
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no GPU on this machine")
     result = run(args.rounds, args.steps, args.warmup, args.batch, tuple(args.hidden), args.z_dim)
     if not args.no_small:  # the same rows at the small size (issue 18's overhead regime)
         result["small"] = run(args.rounds, args.steps, args.warmup, **SMALL)

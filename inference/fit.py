@@ -114,6 +114,9 @@ def _common_options(p: argparse.ArgumentParser) -> None:
                    "accumulation); under torchrun --batch-size stays the global batch")
     p.add_argument("--precision", default="32", choices=list(PRECISIONS), help="bf16-mixed: torch.autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the model's networks")
+    p.add_argument("--no-fast", dest="fast", action="store_false",
+                   help="always take the standard step through Pyro's handlers (by default a model of static "
+                        "structure is recorded once and replayed: pyro_gen.infer.fastpath)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +156,7 @@ def _fit_options(args: argparse.Namespace, out: Path, objective) -> dict:
                 lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, out=out, resume=args.resume,
                 max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.no_progress,
                 num_workers=args.num_workers, accumulate=args.accumulate, precision=args.precision,
-                compile=args.compile)
+                compile=args.compile, fast=args.fast)
 
 
 def _training_done() -> bool:

@@ -30,6 +30,7 @@ from ..data import check_batch, check_for_models
 from . import objectives as _objectives
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .distributed import no_sync, world
+from .fastpath import AUTO_MIN_STEPS, FastLoss, supports, unsupported
 from .params import get_state, load_state, modules_of, param_store_names, parameters_of, subsampled_size
 from .particles import with_particles
 from .precision import autocast, compile_networks
@@ -90,7 +91,7 @@ class Run:
                  beta: float, kl_anneal: float, clip_norm: float | None, lr_schedule, seed: int | None, device,
                  out, checkpoint_every: int, max_steps: int | None, max_seconds: float | None,
                  loader_options: dict | None = None, accumulate: int = 1, distributed: bool | None = None,
-                 precision: str = "32", compile: bool | str | dict = False):
+                 precision: str = "32", compile: bool | str | dict = False, fast: bool | str = "auto"):
         self.model, self.guide = model, guide
         self.epochs, self.val_batch_size = epochs, val_batch_size
         self.patience, self.beta, self.kl_anneal, self.clip_norm = patience, beta, kl_anneal, clip_norm
@@ -154,6 +155,8 @@ class Run:
 
         self.n = self.source.n
         self.steps_per_epoch = self.source.steps_per_epoch
+        planned = epochs * self.steps_per_epoch if self.steps_per_epoch is not None else None
+        self.fast = self._fast_path(fast, precision, compile, min(planned, max_steps or planned) if planned else None)
         self.state: dict[str, Any] = {
             "epoch": 0, "step": 0, "seconds": 0.0, "history": [], "bad_epochs": 0,
             "best": None, "best_val": None, "best_epoch": 0, "ckpt_epoch": None, "base_seed": base_seed,
@@ -240,10 +243,34 @@ class Run:
             return self.beta
         return self.beta * min(1.0, step / (self.kl_anneal * self.steps_per_epoch))
 
+    def _fast_path(self, fast: bool | str, precision: str, compile, planned: int | None) -> FastLoss | None:
+        """The recorded step (pyro_gen.infer.fastpath) where it can serve this run; says once why not.
+        ``"auto"`` tries it on runs long enough to repay the recording (``AUTO_MIN_STEPS``)."""
+        if fast not in (True, False, "auto"):
+            raise ValueError(f"fast must be True, False or 'auto', got {fast!r}")
+        if not fast:
+            return None
+        if fast == "auto" and planned is not None and planned < AUTO_MIN_STEPS:
+            _LOG.info("fast path not tried: %d steps would not repay the recording; fast=True forces it", planned)
+            return None
+        reason = (None if supports(self.elbo) else unsupported(self.elbo)) or \
+            (f"precision {precision!r} (it records full precision)" if precision != "32" else None) or \
+            ("compile=True compiles the networks instead" if compile else None)
+        if reason is not None:
+            _LOG.warning("fast path off: %s; training on the standard path", reason)
+            return None
+        return FastLoss(self.elbo, self.model, self.guide, self.params, self.standard_loss, must_pay=fast == "auto")
+
     def shard_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The objective's loss summed over ``batch``, latent sites weighted by ``self.weight``, in the run's
-        precision (what DDP's forward computes)."""
-        with _latent_weight(self.weight), self.autocast():
+        precision (what DDP's forward computes): replayed by the fast path where it serves the run."""
+        if self.fast is not None:
+            return self.fast(batch, self.weight, self.state["step"] + 1)
+        return self.standard_loss(batch, self.weight)
+
+    def standard_loss(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
+        """The loss through Pyro's handlers and the objective's ``differentiable_loss``."""
+        with _latent_weight(weight), self.autocast():
             loss = self.loss(batch)
         return loss.float() if loss.dtype in (torch.bfloat16, torch.float16) else loss
 

@@ -68,6 +68,7 @@ def fit(
     distributed: bool | None = None,
     precision: str = "32",
     compile: bool | str | dict = False,
+    fast: bool | str = "auto",
 ) -> FitResult:
     """Fit ``model``/``guide`` to data by maximizing ``objective`` with minibatch SVI.
 
@@ -116,6 +117,11 @@ def fit(
         precision: ``"32"`` or ``"bf16-mixed"`` (the forward pass under ``torch.autocast``).
         compile: ``torch.compile`` the model's networks (not Pyro's handlers): True, a
             backend name, or ``torch.compile``'s keyword arguments.
+        fast: record the step once and replay it (:mod:`pyro_gen.infer.fastpath`) where the
+            model's structure is static and the objective allows; checked, and the standard
+            path takes over, with one log line, where it does not hold. ``"auto"``: on runs of
+            at least 1000 planned steps (a recording costs about a hundred steps' time);
+            True: on any run; False: always the standard path.
 
     Returns:
         A :class:`FitResult` with the history and the best state.
@@ -133,7 +139,7 @@ def fit(
               patience=patience, beta=beta, kl_anneal=kl_anneal, clip_norm=clip_norm, lr_schedule=lr_schedule,
               seed=seed, device=device, out=out, checkpoint_every=checkpoint_every, max_steps=max_steps,
               max_seconds=max_seconds, loader_options=loader_options, accumulate=accumulate, distributed=distributed,
-              precision=precision, compile=compile)
+              precision=precision, compile=compile, fast=fast)
     if kl_anneal > 0 and run.steps_per_epoch is None:
         raise ValueError("kl_anneal counts epochs, and a stream of unknown length has no steps per epoch: give the "
                          "IterableDataset a __len__, or anneal with a callback")

@@ -35,10 +35,12 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("objective", ["trace", "iwae:3"])
-def test_resume_equals_uninterrupted(tmp_path, digits, objective):
+@pytest.mark.parametrize("objective, fast", [("trace", "auto"), ("iwae:3", "auto"), ("trace", True), ("iwae:3", True)])
+def test_resume_equals_uninterrupted(tmp_path, digits, objective, fast):
+    """Bit for bit, with the fast path (pyro_gen.infer.fastpath) as without: its structure checks fall on the
+    same steps in a resumed run as in an uninterrupted one."""
     kw = dict(objective=objective, epochs=4, batch_size=100, val_data=digits.val, lr_schedule="cosine",
-              kl_anneal=2, clip_norm=50.0, progress=False)
+              kl_anneal=2, clip_norm=50.0, progress=False, fast=fast)
     full = _vae()
     ref = fit(full.model, full.guide, digits.train, **kw)
 
@@ -122,12 +124,14 @@ def test_budget_in_steps_and_seconds(digits):
     assert res.stopped == "max_seconds" and res.seconds < 3
 
 
-def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
+@pytest.mark.parametrize("fast", ["auto", True])
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, fast):
     model, guide = _gaussian_mean_pair()
     x = torch.zeros(20, 1)
     # a learning rate this large sends mu to inf within a few steps
     with pytest.raises(NonFiniteLossError) as err:
-        fit(model, guide, x, epochs=100, lr=1e38, optimizer="sgd", batch_size=10, out=tmp_path, progress=False)
+        fit(model, guide, x, epochs=100, lr=1e38, optimizer="sgd", batch_size=10, out=tmp_path, progress=False,
+            fast=fast)
     msg = str(err.value)
     assert "at epoch" in msg and "step" in msg and "checkpoint" in msg
     # whatever checkpoint exists is a good one, written before the bad step
@@ -248,8 +252,9 @@ def test_plain_functions_with_param_store_checkpoint_and_resume(tmp_path):
     assert pyro.param("mu").item() == straight
 
 
-def test_budget_stop_inside_an_epoch_resumes_exactly(tmp_path, digits):
-    kw = dict(epochs=3, batch_size=100, val_data=digits.val, progress=False)
+@pytest.mark.parametrize("fast", ["auto", True])
+def test_budget_stop_inside_an_epoch_resumes_exactly(tmp_path, digits, fast):
+    kw = dict(epochs=3, batch_size=100, val_data=digits.val, progress=False, fast=fast)
     straight = _vae()
     fit(straight.model, straight.guide, digits.train, max_steps=8, **kw)
 

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import torch
 from pyro.poutine.messenger import Messenger
 
 __all__ = ["LatentScale"]
@@ -25,9 +26,10 @@ class LatentScale(Messenger):
     (Bowman et al. 2016).
     """
 
-    def __init__(self, weight: float):
+    def __init__(self, weight: float | torch.Tensor):
         super().__init__()
-        self.weight = float(weight)
+        # a 0-d tensor is kept as it is: the fast path (pyro_gen.infer.fastpath) records it as an input
+        self.weight = weight if torch.is_tensor(weight) else float(weight)
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:
