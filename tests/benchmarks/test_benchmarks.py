@@ -57,17 +57,18 @@ def test_speed_smoke():
     # Uses the real data when PYRO_GEN_DATA points at it, random binary data otherwise.
     out = _last_json(_run("vae_speed.py", "--smoke", env=_env()))
     rows = {"trace", "meanfield", "iwae5", "pyro_svi", "threads", "rounds", "steps_per_round", "data", "batch",
-            "hidden", "z_dim"}
+            "hidden", "z_dim", "device"}
     assert set(out) == rows | {"small"} and set(out["small"]) == rows
     for size, (batch, hidden, z_dim) in ((out, (128, [400], 50)), (out["small"], (16, [64], 8))):
         for name in ("trace", "meanfield", "iwae5"):
-            assert set(size[name]) == {"pyro_gen_ms", "torch_ms", "ratio"}
+            # fit's step (replayed by the fast path) and its standard step, each against the hand-written one
+            assert set(size[name]) == {"pyro_gen_ms", "torch_ms", "ratio", "standard_ms", "standard_ratio"}
             assert all(_positive(v) for v in size[name].values()), size[name]
         assert set(size["pyro_svi"]) == {"pyro_ms", "torch_ms", "ratio"}
         assert all(_positive(v) for v in size["pyro_svi"].values()), size["pyro_svi"]
         assert (size["threads"], size["rounds"], size["steps_per_round"]) == (2, 2, 2)
         assert (size["batch"], size["hidden"], size["z_dim"]) == (batch, hidden, z_dim)
-        assert size["data"] in ("binarized-mnist", "random")
+        assert size["data"] in ("binarized-mnist", "random") and size["device"] == "cpu"
 
 
 @pytest.mark.slow
@@ -178,6 +179,16 @@ def test_hmm_jsb_smoke(shared_data, tmp_path):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["summary"]["hmm"] == out["hmm"]
     assert (run_dir / "hmm_states.png").stat().st_size > 0 and (run_dir / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hmm_jsb_timing_smoke(shared_data, tmp_path):
+    """Part 1 alone (no hmmlearn needed): every form of the HMM, the markov form replayed by the fast path too,
+    against the hand-written forward algorithm, with the same numbers."""
+    _need(shared_data, "jsb_chorales", "HMM benchmark")
+    out = _last_json(_run("hmm_jsb.py", "--smoke", "--timing-only", "--out", str(tmp_path), env=_env(shared_data)))
+    assert set(out) == {"forward_ratio", "scan_ratio", "markov_ratio", "markov_fast_ratio", "max_rel_err"}
+    assert all(_positive(out[k]) for k in out if k != "max_rel_err") and 0 <= out["max_rel_err"] < 1e-4
 
 
 @pytest.mark.slow

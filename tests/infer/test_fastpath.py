@@ -240,3 +240,19 @@ def test_an_unused_random_draw_is_kept():
             got = _loss_and_grads(fast, (x,), 1.0, [loc], seed)
             assert torch.equal(want[2], got[2]) and torch.allclose(want[0], got[0])
     assert fast.replays >= 2
+
+
+def test_recording_and_replaying_leave_pyro_and_torch_as_they_were():
+    net, x = _vae_and_data(16)
+    fast, _, _ = _fast_and_standard(net, (x,), "iwae:3")
+
+    def state():
+        return (repr(sorted(pyro.settings.get().items())), sorted(pyro.get_param_store().keys()),
+                pyro.infer.util.is_validation_enabled(), torch.get_default_dtype(), torch.get_num_threads(),
+                torch.is_grad_enabled(), torch.is_anomaly_enabled(), len(torch.overrides._get_current_function_mode_stack()))
+
+    with pyro.validation_enabled(False):
+        before = state()
+        for step in range(1, 4):
+            fast((x,), 1.0, step).backward()
+        assert state() == before and fast.replays == 2  # step 2: a structure check
