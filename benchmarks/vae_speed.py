@@ -22,12 +22,14 @@ Pyro's default validation on) against the same hand-written ``trace`` reference.
 How: every implementation has its own model instance (same initial weights) and
 optimizer, and all see the same precomputed batches. After a warm-up, each of R
 rounds runs S steps of every implementation in turn (the order rotates between
-rounds so none always runs first); the reported figure is the median over rounds of
-the per-step milliseconds. ``ratio`` is pyro_gen (or Pyro) time over PyTorch time.
+rounds so none always runs first); the reported milliseconds are medians over rounds.
+``ratio`` is pyro_gen (or Pyro) time over PyTorch time, the median over rounds of each
+round's own ratio (on a shared machine whose speed drifts from round to round, the two
+sides of one round see the same load).
 
 Run from the repository root::
 
-    PYRO_GEN_DATA=/path/to/shared/data python benchmarks/vae_speed.py [--rounds 15] [--steps 20]
+    PYRO_GEN_DATA=/path/to/shared/data python benchmarks/vae_speed.py [--rounds 60] [--steps 5]
     python benchmarks/vae_speed.py --smoke        # 2 rounds of 2 steps, for CI
     python benchmarks/vae_speed.py --batch 64 --hidden 200 200 --z-dim 20 --no-small   # another size
 
@@ -273,16 +275,21 @@ def run(rounds: int, steps: int, warmup: int, batch: int = 128, hidden: tuple[in
         print(f"round {r + 1}/{rounds} ms/step: {row}", file=sys.stderr, flush=True)
 
     med = {name: statistics.median(v) for name, v in per_round.items()}
+
+    def ratio(a: str, b: str) -> float:  # the median of the rounds' own ratios: both sides share a round's load
+        return round(statistics.median(x / y for x, y in zip(per_round[a], per_round[b])), 3)
+
     result: dict = {}
     for name in ("trace", "meanfield", "iwae5"):
-        a, b, c = med[f"pyro_gen/{name}"], med[f"torch/{name}"], med[f"standard/{name}"]
         fast = impls[f"pyro_gen/{name}"].run.fast
         if fast is None or fast.off is not None or not fast.replays:
             raise RuntimeError(f"{name}: the fast path did not serve the benchmark ({fast and fast.off})")
-        result[name] = {"pyro_gen_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3),
-                        "standard_ms": round(c, 3), "standard_ratio": round(c / b, 3)}
-    a, b = med["pyro_svi/trace"], med["torch/trace"]
-    result["pyro_svi"] = {"pyro_ms": round(a, 3), "torch_ms": round(b, 3), "ratio": round(a / b, 3)}
+        result[name] = {"pyro_gen_ms": round(med[f"pyro_gen/{name}"], 3), "torch_ms": round(med[f"torch/{name}"], 3),
+                        "ratio": ratio(f"pyro_gen/{name}", f"torch/{name}"),
+                        "standard_ms": round(med[f"standard/{name}"], 3),
+                        "standard_ratio": ratio(f"standard/{name}", f"torch/{name}")}
+    result["pyro_svi"] = {"pyro_ms": round(med["pyro_svi/trace"], 3), "torch_ms": round(med["torch/trace"], 3),
+                          "ratio": ratio("pyro_svi/trace", "torch/trace")}
     result.update({"threads": THREADS, "rounds": rounds, "steps_per_round": steps, "data": data_name,
                    "batch": BATCH, "hidden": list(HIDDEN), "z_dim": Z_DIM, "device": str(DEVICE)})
     return result
@@ -291,8 +298,8 @@ def run(rounds: int, steps: int, warmup: int, batch: int = 128, hidden: tuple[in
 def main(argv: list[str] | None = None) -> dict:
     """Parse flags, run the benchmark, print the JSON line last."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is over these)")
-    p.add_argument("--steps", type=int, default=20, help="steps of each implementation per round")
+    p.add_argument("--rounds", type=int, default=60, help="interleaved rounds (the median is over these)")
+    p.add_argument("--steps", type=int, default=5, help="steps of each implementation per round")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps of each implementation first")
     p.add_argument("--batch", type=int, default=128, help="batch size of the main size")
     p.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the main size")
