@@ -256,3 +256,21 @@ def test_recording_and_replaying_leave_pyro_and_torch_as_they_were():
         for step in range(1, 4):
             fast((x,), 1.0, step).backward()
         assert state() == before and fast.replays == 2  # step 2: a structure check
+
+
+def test_auto_gives_up_on_a_replay_slower_than_the_standard_step(monkeypatch, caplog):
+    import pyro_gen.infer.fastpath as fastpath
+
+    net, x = _vae_and_data(16)
+    elbo = objectives.get("trace")
+    standard = _standard(elbo, net.model, net.guide)
+    monkeypatch.setattr(fastpath, "_SLOWER", 0.0)  # any replay now counts as slower
+    fast = FastLoss(elbo, net.model, net.guide, list(net.parameters()), standard, must_pay=True)
+    with pyro.validation_enabled(False), caplog.at_level(logging.WARNING, logger="pyro_gen"):
+        torch.manual_seed(0)
+        got = fast((x,), 1.0, 1)
+        torch.manual_seed(0)
+        want = standard((x,), 1.0)
+    assert torch.equal(got, want)  # the standard step stands, from the same random state
+    (said,) = _warnings(caplog)
+    assert "slower than the standard step" in said and fast.off is not None
