@@ -58,14 +58,13 @@ from typing import Callable, Sequence
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.distributions.util import scale_and_mask
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.traceenum_elbo import _compute_dice_elbo
-from pyro.infer.util import is_identically_zero
-from torch.distributions import kl_divergence
+from pyro.infer.util import is_identically_zero, is_validation_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.infer.util import is_validation_enabled
+from torch.distributions import kl_divergence
 from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, make_fx
 from torch.overrides import TorchFunctionMode
 
@@ -98,7 +97,7 @@ def _trace_loss(elbo, model, guide, args, kwargs):
 def _trace_particle(model_trace, guide_trace) -> torch.Tensor:
     """-ELBO of one particle, with the score-function surrogate (Rao-Blackwellized by Pyro's
     ``_compute_log_r``) for guide sites that are not reparameterized."""
-    log_p, log_q = _log_prob_sum(model_trace), _log_prob_sum(guide_trace)
+    log_p, log_q = model_trace.log_prob_sum(), guide_trace.log_prob_sum()  # (memoized; no reads, validation off)
     surrogate, log_r = log_p, None
     for site in _samples(guide_trace):
         parts = site["score_parts"]
@@ -136,13 +135,6 @@ def _meanfield_particle(model_trace, guide_trace) -> torch.Tensor:
 
 def _samples(trace):
     return (site for site in trace.nodes.values() if site["type"] == "sample")
-
-
-def _log_prob_sum(trace) -> torch.Tensor:
-    total = 0.0
-    for site in _samples(trace):
-        total = total + site["log_prob_sum"]
-    return total
 
 
 def _enum_loss(elbo, model, guide, args, kwargs):
@@ -299,8 +291,6 @@ def _simplify(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             if node.target in _FACTORIES and node.target.__name__.startswith("new_"):  # only dtype and device count
                 like = args[0]
                 args = (torch.empty((), dtype=like.dtype, device=like.device), *args[1:])
-            if any(isinstance(a, torch._subclasses.FakeTensor) for a in torch.utils._pytree.tree_leaves((args, kwargs))):
-                continue
             with torch.no_grad():
                 fold(node, node.target(*args, **kwargs))
     for node in list(graph.nodes):
@@ -443,14 +433,12 @@ class FastLoss:
         training = tuple(m.training for m in self.modules)
         return shapes, weight == 1.0, training, torch.is_grad_enabled()
 
-    def _traced(self, weighted: bool, reads: _Reads):
+    def _traced(self, weighted: bool, rec: _Structure, reads: _Reads):
         """The function make_fx records: the objective's loss, with the latent weight as an input."""
         def loss(*inputs):
             batch, weight = (inputs[:-1], inputs[-1]) if weighted else (inputs, None)
-            with _Structure() as rec, reads, LatentScale(weight) if weighted else contextlib.nullcontext():
-                value = self.loss_of(self.elbo, self.model, self.guide, batch, {})
-            loss.sites = rec.sites
-            return value
+            with rec, reads, LatentScale(weight) if weighted else contextlib.nullcontext():
+                return self.loss_of(self.elbo, self.model, self.guide, batch, {})
         return loss
 
     def _record(self, key: tuple, batch: tuple, weight: float) -> torch.Tensor:
@@ -460,10 +448,9 @@ class FastLoss:
         inputs = (*batch, torch.tensor(float(weight))) if weighted else batch
         cuda = _cuda_devices(batch)
         state = _get_rng(cuda)
-        reads = _Reads()
-        fn = self._traced(weighted, reads)
+        rec, reads = _Structure(), _Reads()
         try:  # recording runs the step on the real tensors, spending random numbers: given back below
-            graph = make_fx(fn, tracing_mode="real", pre_dispatch=True)(*inputs)
+            graph = make_fx(self._traced(weighted, rec, reads), tracing_mode="real", pre_dispatch=True)(*inputs)
         except Exception as e:  # noqa: BLE001 (any failure to record means: serve it the standard way)
             raise _Unservable(f"recording the step failed ({_first_line(e)}); a model or guide that reads "
                               "values other than by branching on them (.tolist(), numpy()) cannot be replayed") from None
@@ -471,7 +458,7 @@ class FastLoss:
             _set_rng(state, cuda)
         if reads.count and cuda:
             raise _Unservable("the step branches on tensor values, which on the GPU cannot be checked without a sync")
-        self.graphs[key] = _Recording(_simplify(graph), fn.sites, weighted, reads.count)
+        self.graphs[key] = _Recording(_simplify(graph), rec.sites, weighted, reads.count)
         return self._verify(key, batch, weight, state, cuda)
 
     def _verify(self, key: tuple, batch: tuple, weight: float, state: tuple, cuda: list) -> torch.Tensor:
@@ -492,15 +479,14 @@ class FastLoss:
             problem = _disagree("loss", want.detach(), got.detach())
             if problem is None and grad:
                 problem = next(filter(None, map(_disagree_grads, want_grads, got_grads)), None)
-            if problem is None and self.must_pay and replay_time > _SLOWER * standard_time:
-                self._turn_off(f"replaying the step is slower than the standard step for this model "
-                               f"({1e3 * replay_time:.3g} ms against {1e3 * standard_time:.3g} ms)")
-                _set_rng(after, cuda)
-                return want
         except Exception as e:  # noqa: BLE001 (e.g. a custom autograd.Function: recorded, its backward is lost)
             problem = f"replaying it failed: {_first_line(e)}"
-        if problem is not None:  # the standard step stands, as if the fast path had never been tried
-            self._turn_off(f"the recorded step does not reproduce the standard one ({problem})")
+        reason = f"the recorded step does not reproduce the standard one ({problem})" if problem else None
+        if reason is None and self.must_pay and replay_time > _SLOWER * standard_time:
+            reason = (f"replaying the step is slower than the standard step for this model "
+                      f"({1e3 * replay_time:.3g} ms against {1e3 * standard_time:.3g} ms)")
+        if reason is not None:  # the standard step stands, as if the fast path had never been tried
+            self._turn_off(reason)
             _set_rng(after, cuda)
             return want
         self.replays += 1
