@@ -1,5 +1,7 @@
 """Compare inference algorithms on one model under one budget.
 
+Examples::
+
     python -m inference.compare ppca --objectives trace,meanfield,iwae:5,iwae-dreg:5,renyi:0.5,rws \\
         --guides diagonal,full,iaf --seeds 3 --budget 60s --out runs/cmp
     python -m inference.compare regression --objectives trace,meanfield,iwae:5,rws \\
@@ -109,7 +111,8 @@ def vae_problem(data: str = "digits", data_root=None, z_dim: int = 8, seed: int 
 SMOKE_STEPS, SMOKE_EVAL_K = 30, 20
 NUTS_PROBLEMS = ("regression",)  # the problems whose Problem has an mcmc reference
 
-# A command line needs names: each takes the parsed arguments and returns a Problem.
+#: The problems by the name the command line takes. Each takes the parsed arguments and returns a
+#: :class:`~pyro_gen.diagnostics.compare.Problem`.
 PROBLEMS: dict[str, Callable[[argparse.Namespace], Problem]] = {
     "regression": lambda a: regression_problem(seed=a.data_seed, smoke=a.smoke),
     "ppca": lambda a: ppca_problem(seed=a.data_seed, smoke=a.smoke),
@@ -118,6 +121,8 @@ PROBLEMS: dict[str, Callable[[argparse.Namespace], Problem]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: the problem (one of :data:`PROBLEMS`), the objectives, guides,
+    seeds and budget to compare, and the evaluation."""
     p = argparse.ArgumentParser(prog="python -m inference.compare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("problem", choices=sorted(PROBLEMS))
@@ -141,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run ``python -m inference.compare``: every objective with every guide, for each seed, under
+    the same budget; then write the report to ``--out``.
+
+    Args:
+        argv: the command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        What :func:`~pyro_gen.diagnostics.compare.write_report` wrote to ``results.json``.
+    """
     from pyro_gen.diagnostics.compare import summarize, write_report
 
     args = build_parser().parse_args(argv)

@@ -1,5 +1,7 @@
 """The demo: the amortized VAE on real handwritten digits, under three objectives.
 
+Usage::
+
     python -m inference.demo --out runs/demo          # (what `make demo` runs)
 
 Offline: the data are scikit-learn's bundled 8x8 digits (binarized). Trains the
@@ -27,6 +29,15 @@ OBJECTIVES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae:5
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Run ``python -m inference.demo``: train the VAE under each objective, evaluate it on held-out
+    digits, and write ``OUT/report.md`` with its figures and ``OUT/results.json``.
+
+    Args:
+        argv: the command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The path of ``report.md``.
+    """
     p = argparse.ArgumentParser(prog="python -m inference.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=400)

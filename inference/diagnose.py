@@ -1,5 +1,7 @@
 """Diagnose a fitted run folder written by ``python -m inference.fit``.
 
+Usage::
+
     python -m inference.diagnose runs/x [--n 500] [--k 500] [--draws 200] [--out runs/x/diagnostics]
 
 Rebuilds the model from ``metrics.json``, loads the best parameters from
@@ -61,6 +63,8 @@ def load_run(run_dir: str | Path, data_root=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: the run folder, the numbers of points, importance samples and
+    draws, and where to write."""
     p = argparse.ArgumentParser(prog="python -m inference.diagnose", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run", help="a run folder written by python -m inference.fit")
@@ -74,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run ``python -m inference.diagnose``: PSIS k-hat per held-out point, the InferenceData and a
+    posterior predictive check of a fitted run, written to ``--out`` (default ``RUN/diagnostics``).
+
+    Args:
+        argv: the command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The summary written to ``diagnostics.json``.
+    """
     import pyro
 
     args = build_parser().parse_args(argv)

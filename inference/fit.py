@@ -1,5 +1,7 @@
 """Fit one model to one data set from the command line.
 
+Examples::
+
     python -m inference.fit vae --data binarized-mnist --objective iwae --particles 5 \\
         --epochs 10 --out runs/x
     python -m inference.fit vae ... --out runs/x --resume      # continue an interrupted run
@@ -75,7 +77,8 @@ def _builder(name: str) -> Callable:
     return build
 
 
-# A command line needs names; each builder takes the parsed arguments and the data set.
+#: The model builders by subcommand name (the keys of ``FAMILIES``). Each takes the parsed arguments
+#: and the loaded :class:`pyro_gen.data.Dataset` and returns the model, importing its module on first use.
 MODELS: dict[str, Callable] = {name: _builder(name) for name in FAMILIES}
 
 
@@ -120,6 +123,8 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand per model family, each with the common options
+    and the family's own (its module's ``cli_options``)."""
     p = argparse.ArgumentParser(prog="python -m inference.fit", description=__doc__.split("\n\n")[0],
                                 epilog="python -m inference.fit FAMILY --help lists the options of FAMILY")
     families = p.add_subparsers(title="model families", dest="model", metavar="FAMILY", required=True)
@@ -185,6 +190,16 @@ def _binarize(args: argparse.Namespace, ds: data_lib.Dataset):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run ``python -m inference.fit``: load the data, build and fit the model, evaluate it on
+    the test split, and write ``OUT/metrics.json``, the checkpoint and the figures.
+
+    Args:
+        argv: the command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The metrics written to ``metrics.json``; an empty dict on every process but rank 0
+        under torchrun.
+    """
     args = _parse(argv)
     module, build = _family(args.model)
     if args.objective is None:

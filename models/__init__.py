@@ -9,7 +9,8 @@
   be one of :data:`SEQUENCE_DATA`.
 """
 
-# the data sets of padded sequences with their lengths (``Dataset.lengths``)
+#: The data sets of padded sequences with their lengths (``Dataset.lengths``), the only valid
+#: ``--data`` for a model with ``SEQUENCES = True``.
 SEQUENCE_DATA = ("jsb-chorales",)
 
 

@@ -40,7 +40,7 @@ from pyro_gen.infer.params import rename_on_load
 
 __all__ = ["DMM", "Emitter", "GatedTransition", "Combiner", "reverse_sequences", "examples", "OBJECTIVES"]
 
-# objective names for the contract test and the CLI
+#: The objective names this model trains with (used by the contract test over every model).
 OBJECTIVES = ("trace", "meanfield", "iwae:3")
 
 
@@ -135,6 +135,17 @@ class DMM(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The deep Markov model over a batch of padded sequences.
+
+        In the plate ``"sequences"``, for t = 0, 1, ...: ``"z_t"`` ~ Normal(loc, scale) of the
+        :class:`GatedTransition` of z_{t-1} (of the learned ``z_init`` at the first step), and
+        ``"x_t"`` ~ Bernoulli(logits of the :class:`Emitter` of z_t) observed; steps past a
+        sequence's length are masked out.
+
+        Args:
+            x: binary frames, (N, T, x_dim), padded past each length.
+            lengths: the sequences' lengths, (N,).
+        """
         N, T, _ = x.shape
         mask = time_mask(lengths, T)
         with pyro.plate("sequences", N, dim=-1):
@@ -147,6 +158,17 @@ class DMM(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The structured guide (ST-R): q(z_t | z_{t-1}, x_{t:T}).
+
+        A GRU runs backwards over each sequence, so that h_t summarizes x_{t:T}; in the plate
+        ``"sequences"``, each ``"z_t"`` is sampled from the Normal that the :class:`Combiner` makes
+        of (z_{t-1}, h_t) (from the learned ``z_q_init`` at the first step), pushed through
+        ``num_iafs`` IAF layers if any; steps past a sequence's length are masked out.
+
+        Args:
+            x: binary frames, (N, T, x_dim), padded past each length.
+            lengths: the sequences' lengths, (N,).
+        """
         N, T, _ = x.shape
         mask = time_mask(lengths, T)
         h = reverse_sequences(self.rnn(reverse_sequences(x, lengths))[0], lengths)  # h_t summarizes x_{t:T}

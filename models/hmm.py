@@ -60,6 +60,7 @@ from pyro_gen.infer.params import rename_on_load
 
 __all__ = ["HMM", "StateEncoder", "KeyEmissions", "EMISSIONS", "synthetic", "examples", "OBJECTIVES"]
 
+#: The emission distributions, ``"bernoulli"`` (binary frames) or ``"gaussian"`` (real-valued frames).
 EMISSIONS = ("bernoulli", "gaussian")
 _PARAMS = ("point", "variational")
 _GUIDES = ("enum", "amortized")
@@ -237,6 +238,21 @@ class HMM(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The HMM over a batch of padded sequences.
+
+        With ``params="variational"`` the globals are first sampled from their priors:
+        ``"init"`` (pi) ~ Dirichlet(1), ``"trans"`` (the rows of A) ~ Dirichlet(1), and
+        ``"emit"`` ~ Beta(1, 1) (Bernoulli) or ``"loc"`` ~ Normal(0, 3) and ``"scale"`` ~
+        LogNormal(0, 1) (Gaussian); with ``params="point"`` they are parameters. Then, in the
+        plate ``"sequences"``, z_0 ~ pi, z_t ~ A[z_{t-1}] and x_t ~ p(x | z_t), masked past each
+        sequence's length. With ``method="markov"`` or the amortized guide this is
+        :meth:`model_markov` (sites ``"z_0"``, ``"x_0"``, ``"z_1"``, ...; the states enumerated
+        in parallel); otherwise :meth:`model_vectorized` (one site ``"x"``, the states summed out).
+
+        Args:
+            x: binary or real frames, (N, T, D), padded past each length.
+            lengths: the sequences' lengths, (N,).
+        """
         if self.method != "markov" and self.guide_type == "enum":
             return self.model_vectorized(x, lengths)
         return self.model_markov(x, lengths)
@@ -276,6 +292,19 @@ class HMM(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The guide over the latents of :meth:`model`.
+
+        With ``params="variational"``, a mean-field posterior over the globals centred on the
+        point-estimate parameters: Dirichlets at ``"init"`` and ``"trans"``, and a Beta at
+        ``"emit"`` or a Normal at ``"loc"`` and a LogNormal at ``"scale"``. With
+        ``guide="amortized"``, the states ``"z_0"``, ``"z_1"``, ... in order from
+        q(z_t | z_{t-1}, x_{1:T}) of the :class:`StateEncoder` (not reparameterizable). With
+        ``guide="enum"`` and ``params="point"`` it samples nothing: the states are summed out.
+
+        Args:
+            x: binary or real frames, (N, T, D), padded past each length.
+            lengths: the sequences' lengths, (N,).
+        """
         if self.params == "variational":
             for name, q in self._posteriors().items():
                 pyro.sample(name, q)
@@ -406,7 +435,8 @@ class HMM(PyroModule):
         return self
 
 
-# objective names for the contract test and the CLI
+#: The objective names for the contract test over every model (an instance's own ``objectives``,
+#: which depend on its guide, take precedence).
 OBJECTIVES = ("enum",)
 
 

@@ -49,7 +49,8 @@ from torch import nn
 
 __all__ = ["ProdLDA", "AmortizedLDA", "Encoder", "laplace_dirichlet_prior", "lda_model", "examples", "OBJECTIVES"]
 
-# Every objective of the contract test applies: all latents are reparameterized.
+#: The objective names these models train with (used by the contract test over every model). Every
+#: objective applies, since all latents are reparameterized.
 OBJECTIVES = ["trace", "meanfield", "iwae:3", "dreg:3", "renyi:0.5", "graph"]
 
 
@@ -188,11 +189,25 @@ class AmortizedLDA(_TopicModel):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """LDA's generative model with the current topics (:func:`lda_model`).
+
+        In the plate ``"documents"``, samples ``"theta"`` ~ Dirichlet(alpha) and observes
+        ``"words"`` ~ Multinomial(theta_d @ topics), the word-topic assignments summed out.
+
+        Args:
+            x: word counts, (N, V).
+        """
         self._check(x)
         lda_model(x, self.topics(), self.alpha)
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """The amortized Dirichlet guide: in the plate ``"documents"``, samples ``"theta"`` ~
+        Dirichlet(:meth:`concentration` of x), reparameterized.
+
+        Args:
+            x: word counts, (N, V).
+        """
         with pyro.plate("documents", x.shape[0]):
             pyro.sample("theta", dist.Dirichlet(self.concentration(x)))
 
@@ -205,14 +220,18 @@ class AmortizedLDA(_TopicModel):
     topic_word = topics
 
     def concentration(self, x: torch.Tensor) -> torch.Tensor:
+        """The guide's Dirichlet concentrations of theta for each document, (N, K): the
+        encoder's output through a softplus, plus a floor of 0.01."""
         # The floor keeps the Dirichlet's pathwise gradients finite for tiny concentrations.
         (a,) = self.encoder(x)
         return nn.functional.softplus(a) + 1e-2
 
     def word_probs(self, theta: torch.Tensor) -> torch.Tensor:
+        """p(w | theta): the mixture of the topics, theta @ beta, (..., V)."""
         return theta @ self.topics()
 
     def prior_theta(self, n: int) -> torch.Tensor:
+        """n draws of the topic proportions from the prior Dirichlet(alpha), (n, K)."""
         return dist.Dirichlet(self.alpha).sample((n,))
 
     def _theta_mean(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,6 +264,15 @@ class ProdLDA(_TopicModel):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """ProdLDA's generative model.
+
+        In the plate ``"documents"``, samples ``"log_theta"`` ~ Normal(prior_loc, prior_scale),
+        the Laplace approximation of Dirichlet(alpha), and observes ``"words"`` ~ Multinomial
+        with logits :meth:`word_logits` of theta = softmax(log_theta).
+
+        Args:
+            x: word counts, (N, V).
+        """
         self._check(x)
         with pyro.plate("documents", x.shape[0]):
             log_theta = pyro.sample("log_theta", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
@@ -252,6 +280,13 @@ class ProdLDA(_TopicModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """The amortized logistic-normal guide: in the plate ``"documents"``, samples
+        ``"log_theta"`` ~ Normal(loc, diag scale^2), loc and scale from the encoder
+        (:meth:`posterior`).
+
+        Args:
+            x: word counts, (N, V).
+        """
         loc, scale = self.posterior(x)
         with pyro.plate("documents", x.shape[0]):
             pyro.sample("log_theta", dist.Normal(loc, scale).to_event(1))
@@ -264,11 +299,14 @@ class ProdLDA(_TopicModel):
         return loc, (0.5 * log_var).exp()
 
     def word_logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """The product-of-experts word logits for topic proportions theta, (..., V): dropout on
+        theta while training, the unnormalized topics beta, then a batch norm over documents."""
         batch = theta.shape[:-1]
         h = self.beta(self.drop(theta)).reshape(-1, self.vocab_size)
         return self.bn(h).reshape(*batch, self.vocab_size)
 
     def word_probs(self, theta: torch.Tensor) -> torch.Tensor:
+        """p(w | theta): the softmax of :meth:`word_logits`, (..., V)."""
         return self.word_logits(theta).softmax(-1)
 
     def topic_word(self) -> torch.Tensor:
@@ -279,6 +317,7 @@ class ProdLDA(_TopicModel):
         return self.beta.weight.t().softmax(-1)
 
     def prior_theta(self, n: int) -> torch.Tensor:
+        """n draws of the topic proportions from the prior: softmax of Normal(prior_loc, prior_scale), (n, K)."""
         return dist.Normal(self.prior_loc, self.prior_scale).sample((n,)).softmax(-1)
 
     def _theta_mean(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ with a *full* shared covariance contains the exact posterior and closes the ELBO
 a diagonal Sigma or an MLP encoder are the approximations to compare against it. The
 encoder sees x - mu, as the exact posterior mean does: on raw inputs far from 0 (Frey
 faces' 560 pixels average 0.5) one Adam step on every weight moves the output by
-lr * sum |x|. In notebook 03's Frey-faces run (100 epochs, lr 0.03) the centred encoder
+``lr * sum |x|``. In notebook 03's Frey-faces run (100 epochs, lr 0.03) the centred encoder
 ended 3.2 degrees from PCA's subspace and raw inputs 41 degrees.
 
 Bayesian PCA (``ard=True``, Bishop 1999): W becomes a latent with an automatic
@@ -51,7 +51,10 @@ from pyro_gen.exact import linear_gaussian
 __all__ = ["PPCA", "ENCODERS", "COVARIANCES", "LinearAutoencoder", "fit_linear_autoencoder", "synthetic_data",
            "examples"]
 
+#: The guide's encoders of the mean of z, ``"linear"`` (contains the exact posterior mean) or ``"mlp"``.
 ENCODERS = ("linear", "mlp")
+#: The guide's covariances (shared by every x), ``"full"`` (contains the exact posterior covariance)
+#: or ``"diagonal"``.
 COVARIANCES = ("full", "diagonal")
 
 
@@ -131,6 +134,15 @@ class PPCA(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """The generative model of a batch of rows.
+
+        In the plate ``"data"``, samples ``"z"`` ~ Normal(0, I_q) and observes ``"x"`` ~
+        Normal(W z + mu, sigma^2 I_d). With ``ard=True``, W is first sampled at site ``"W"``
+        from the ARD prior :meth:`ard_prior` (its log density scaled by N / ``num_data``).
+
+        Args:
+            x: the observed batch, (N, d).
+        """
         W = self._sample_W(x, self.ard_prior()) if self.ard else self.W
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
@@ -140,6 +152,16 @@ class PPCA(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """The amortized guide over the latents of :meth:`model`.
+
+        In the plate ``"data"``, samples ``"z"`` ~ Normal(encoder(x - mu), Sigma), Sigma full or
+        diagonal and shared by every x, pushed through the guide flow if there is one
+        (:meth:`posterior_approx`). With ``ard=True``, also samples ``"W"`` from a mean-field
+        Normal (loc ``W_loc``, log-scale ``W_log_scale``), scaled as in the model.
+
+        Args:
+            x: the observed batch, (N, d).
+        """
         if self.ard:
             self._sample_W(x, dist.Normal(self.W_loc, self.W_log_scale.exp()).to_event(2))
         with pyro.plate("data", x.shape[0]):
@@ -245,6 +267,7 @@ class PPCA(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z] at the guide's mean of z (before any flow) for each row of x: (N, d)."""
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()

@@ -44,6 +44,8 @@ from pyro_gen.flows import FAMILIES, SCORABLE, FlowStack, check_family, conditio
 
 __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIKELIHOODS"]
 
+#: The likelihoods p(x | z), ``"bernoulli"`` (logits; binary data), ``"continuous-bernoulli"`` (data in
+#: [0, 1]) or ``"gaussian"`` (real data; a learned per-dimension scale).
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
@@ -79,6 +81,8 @@ class MLPEncoder(nn.Module):
         return self.act(self.body(x)) if len(self.body) else x
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diagonal Gaussian's ``(loc, scale)`` from features h (those of :meth:`features`):
+        a linear head, the scale made positive by a softplus plus 1e-5."""
         loc, raw_scale = self.head(h).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-5
 
@@ -119,6 +123,8 @@ class ConvEncoder(nn.Module):
         return self.conv(x.reshape(-1, *self.image_shape)).flatten(1).reshape(*x.shape[:-1], -1)
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diagonal Gaussian's ``(loc, scale)`` from features h (those of :meth:`features`):
+        a linear head, the scale made positive by a softplus plus 1e-5."""
         loc, raw_scale = self.head(h).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-5
 
@@ -218,6 +224,15 @@ class VAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """The generative model of a batch of rows.
+
+        In the plate ``"data"``, samples ``"z"`` from :meth:`prior` (Normal(0, I), or the
+        prior flow) and observes ``"x"`` from :meth:`observation` of the decoder's output. While
+        training with ``beta != 1`` the log density of ``"z"`` is scaled by beta.
+
+        Args:
+            x: the observed batch, (N, x_dim).
+        """
         with pyro.plate("data", x.shape[0]):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior(x))
@@ -225,6 +240,13 @@ class VAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """The amortized guide: in the plate ``"data"``, samples ``"z"`` from :meth:`posterior`,
+        the encoder's diagonal Gaussian, pushed through the amortized flow conditioned on the
+        encoder's features h(x) when there is a guide flow (scaled by beta as in the model).
+
+        Args:
+            x: the observed batch, (N, x_dim).
+        """
         with pyro.plate("data", x.shape[0]), self._kl_weight():
             pyro.sample("z", self.posterior(x))
 
@@ -268,6 +290,8 @@ class VAE(PyroModule):
         return contextlib.nullcontext()
 
     def decoder_weight(self) -> torch.Tensor:
+        """The decoder's first parameter tensor, whose dtype and device new tensors follow
+        (the prior's zeros when no data are at hand)."""
         return next(self.decoder.parameters())
 
     # --- uses of a trained model ---------------------------------------------------------

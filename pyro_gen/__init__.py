@@ -3,7 +3,7 @@
 The package is layered; each subpackage imports only the ones below it
 (``make test`` checks this with import-linter, see ``pyproject.toml``):
 
-==============  ===========================================================
+===============  ===========================================================
 ``diagnostics``  PSIS, ArviZ InferenceData, SBC, MCMC, the compare harness
 ``metrics``      topic metrics
 ``figures``      plots and run reports
@@ -12,7 +12,7 @@ The package is layered; each subpackage imports only the ones below it
 ``flows``        flow families as guides, priors and density models
 ``exact``        closed forms and hand-written recursions to check against
 ``data``         data sets, loaders, input checks
-==============  ===========================================================
+===============  ===========================================================
 
 Importing pyro_gen changes no global state of Pyro or torch (settings, param store,
 validation flags, default dtype, RNG, threads), and its tools work under either value
@@ -27,6 +27,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 
+#: The package version.
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("infer", "evaluate", "diagnostics", "flows", "data", "exact", "metrics", "figures")

@@ -33,6 +33,8 @@ import torch
 __all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "read_idx", "DataNotFoundError",
            "KNOWN_SHA256"]
 
+#: The SHA-256 of each pickled data file, by its path under the data root. :func:`safe_unpickle`
+#: refuses to unpickle a file that is not listed here or does not match.
 KNOWN_SHA256 = {
     "frey_faces/freyfaces.pkl": "3b69410c6a5fd6e03f09012905168be3712373a094a776f7e58fcd0670d2138a",
     "20newsgroups/vocab.pkl": "f73390efc9bb4635f5abb788c1368596f5cf058baa8174bd3fae248549b3ab6f",
@@ -66,9 +68,10 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None
     binary: bool = False
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: For sequence data (N, T, D) padded with zeros: the true length of each sequence.
+    #: The true length of each sequence, by split (``"train"``, ``"val"``, ``"test"``), for sequence
+    #: data of shape (N, T, D) padded with zeros; empty otherwise.
     lengths: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: For bag-of-words data: the word of each column.
+    #: The word of each column, for bag-of-words data (None otherwise).
     vocab: list[str] | None = None
 
     @property

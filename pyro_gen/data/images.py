@@ -29,7 +29,7 @@ class ImageFolderDataset(datasets.ImageFolder):
 
     @property
     def dim(self) -> int:
-        """C * H * W: the length of a flattened image."""
+        """The length of a flattened image, ``C * H * W``."""
         c, h, w = self.image_shape
         return c * h * w
 

@@ -24,7 +24,7 @@ __all__ = ["MemmapDataset", "write_memmap"]
 
 
 class MemmapDataset(torch.utils.data.Dataset):
-    """The rows of a raw file of shape (N, *row_shape) and numpy ``dtype``, each read when asked
+    """The rows of a raw file of shape ``(N, *row_shape)`` and numpy ``dtype``, each read when asked
     for and returned as a float32 tensor of shape ``row_shape``.
 
     ``__getitems__`` (which torch's DataLoader calls when present) reads a batch in file order,
@@ -60,7 +60,7 @@ class MemmapDataset(torch.utils.data.Dataset):
         return list(self._read(np.asarray(indices)).unbind(0))
 
     def _read(self, idx: np.ndarray) -> torch.Tensor:
-        """Rows ``idx`` (B,) as a float32 tensor (B, *row_shape)."""
+        """Rows ``idx`` (B,) as a float32 tensor of shape ``(B, *row_shape)``."""
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
             raise TypeError(f"MemmapDataset takes integer row indices, got {idx.dtype} of shape {idx.shape}")
         n = len(self)
@@ -87,7 +87,7 @@ class MemmapDataset(torch.utils.data.Dataset):
 
 
 def write_memmap(path: str | os.PathLike, chunks: Iterable, dtype=np.float32) -> MemmapDataset:
-    """Write arrays or tensors (N_i, *row_shape), one chunk at a time, to a raw file at ``path``.
+    """Write arrays or tensors of shape ``(N_i, *row_shape)``, one chunk at a time, to a raw file at ``path``.
 
     The rows go to a temporary file in the same folder, renamed onto ``path`` once all are
     written: a reader never sees a partial file. Returns the :class:`MemmapDataset` over it."""

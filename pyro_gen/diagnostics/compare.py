@@ -51,6 +51,9 @@ def _auto_guides() -> dict[str, Callable]:
     return builders
 
 
+#: The guide names that :class:`AutoGuided` accepts, Pyro's ``diagonal`` (AutoNormal), ``full``
+#: (AutoMultivariateNormal) and ``lowrank`` (AutoLowRankMultivariateNormal) AutoGuides and every flow
+#: family of :data:`pyro_gen.flows.FAMILIES`.
 AUTO_GUIDES = ("diagonal", "full", "lowrank", "iaf", "planar", "radial", "householder", "sylvester", "spline",
                "spline_autoregressive", "affine_coupling")
 
@@ -75,9 +78,11 @@ class AutoGuided(torch.nn.Module):
             self.exact_log_likelihood = exact_log_likelihood
 
     def model(self, *args, **kwargs):
+        """The wrapped model function, called with the same arguments."""
         return self.model_fn(*args, **kwargs)
 
     def guide(self, *args, **kwargs):
+        """The AutoGuide over the model's latents, called with the model's arguments."""
         return self.auto(*args, **kwargs)
 
 
@@ -110,6 +115,8 @@ class Budget:
         return cls(cls._SUFFIX[m.group(2)], float(m.group(1)))
 
     def fit_kwargs(self) -> dict:
+        """The budget as keyword arguments of :func:`pyro_gen.fit`: ``epochs``, or ``max_steps``
+        or ``max_seconds`` with an unbounded number of epochs."""
         if self.kind == "epochs":
             return {"epochs": int(self.value)}
         if self.kind == "steps":

@@ -28,7 +28,7 @@ __all__ = ["NUTSResult", "nuts", "compare_posteriors", "interval_plot"]
 
 @dataclass
 class NUTSResult:
-    """Draws {site: (chains * samples, *shape)}, diagnostics per site, and the InferenceData."""
+    """Draws ``{site: (chains * samples, *shape)}``, diagnostics per site, and the InferenceData."""
 
     draws: dict[str, torch.Tensor]
     r_hat: dict[str, np.ndarray]
@@ -37,6 +37,8 @@ class NUTSResult:
     seconds: float
 
     def converged(self, r_hat_max: float = 1.01, ess_min: float = 100.0) -> bool:
+        """Whether every site's R-hat is at most ``r_hat_max`` and its bulk ESS at least ``ess_min``
+        (elementwise, for every coordinate of every site)."""
         return all((r <= r_hat_max).all() for r in self.r_hat.values()) and \
             all((e >= ess_min).all() for e in self.ess_bulk.values())
 

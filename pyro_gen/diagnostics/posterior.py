@@ -205,6 +205,7 @@ class PSISResult:
         return np.ndim(self.khat) == 1
 
     def share_above(self, threshold: float) -> float:
+        """The fraction of k-hat values above ``threshold`` (0 or 1 for a single k-hat)."""
         return float(np.mean(np.atleast_1d(self.khat) > threshold))
 
     def worst(self, n: int = 10) -> np.ndarray:
@@ -212,6 +213,8 @@ class PSISResult:
         return np.argsort(-np.atleast_1d(self.khat))[:n]
 
     def summary(self) -> dict:
+        """The result as a dict for reports: ``num_samples``, ``khat_max`` and the shares above 0.5
+        and 0.7; per point also ``khat_median``, the ``worst`` indices and ``n``, else ``khat``."""
         k = np.atleast_1d(self.khat)
         out = {"num_samples": self.num_samples, "khat_max": float(k.max()),
                "share_above_0.5": self.share_above(0.5), "share_above_0.7": self.share_above(0.7)}

@@ -56,7 +56,8 @@ def simulate(model: Callable, *args, **kwargs) -> tuple[dict[str, torch.Tensor],
 @torch.no_grad()
 def guide_draws(guide: Callable, *args, num_samples: int = 100, sites: Sequence[str] | None = None,
                 **kwargs) -> dict[str, torch.Tensor]:
-    """``num_samples`` independent runs of the guide: {site: (num_samples, *shape)}."""
+    """``num_samples`` independent runs of the guide: ``{site: draws}``, the draws of shape
+    ``(num_samples, *shape)`` for a site of shape ``shape``."""
     out: dict[str, list[torch.Tensor]] = {}
     with pyro.validation_enabled(False):
         for _ in range(num_samples):
@@ -160,6 +161,8 @@ class SBCResult:
         return min(p.values()) > alpha / len(p)
 
     def summary(self, alpha: float = 0.01) -> dict:
+        """The result as a dict for reports: ``num_simulations``, ``num_draws``, ``bins``, the rank
+        tests' ``p_values`` and ``min_p_value``, the ``vsbc_p_values``, and ``passed`` at level ``alpha``."""
         p, v = self.p_values(), self.vsbc_p_values()
         return {"num_simulations": self.num_simulations, "num_draws": self.num_draws, "bins": self.bins(),
                 "p_values": p, "min_p_value": min(p.values()), "vsbc_p_values": v, "passed": self.passed(alpha)}
@@ -228,7 +231,7 @@ def sbc(model: Callable, infer: Callable[..., Mapping[str, torch.Tensor]], *args
     Args:
         model: the Pyro model; run with its observations uncondition-ed to simulate.
         infer: called as ``infer(*data_args)`` on each simulated data set; returns
-            ``{site: draws}`` with draws of shape (L, *site shape), e.g. from a
+            ``{site: draws}`` with draws of shape ``(L, *shape)`` for a site of shape ``shape``, e.g. from a
             guide fitted to that data (:func:`guide_draws`) or from MCMC.
         args: the model's arguments (the first is the data; its values are ignored).
         data_from: maps the simulated observed sites to the arguments of ``infer``;

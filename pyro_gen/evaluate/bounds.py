@@ -58,6 +58,9 @@ class BoundCheck:
         return bool(self.elbo_le_iwae.all() and self.iwae_le_exact.all())
 
     def summary(self) -> dict:
+        """The check as a dict for reports: ``ordered``, ``k``, ``replicates``, ``n``, the means of
+        ``elbo``, ``iwae`` and ``exact`` over the points, and the counts of points with
+        ``elbo_le_iwae`` and ``iwae_le_exact``."""
         return {"ordered": self.ordered, "k": self.k, "replicates": self.replicates, "n": self.exact.numel(),
                 "elbo": self.elbo.mean().item(), "iwae": self.iwae.mean().item(), "exact": self.exact.mean().item(),
                 "elbo_le_iwae": int(self.elbo_le_iwae.sum()), "iwae_le_exact": int(self.iwae_le_exact.sum())}
@@ -76,7 +79,7 @@ def check_bounds(model, guide, x: torch.Tensor, exact_log_p: torch.Tensor, k: in
         replicates: independent IWAE-k estimates per point (>= 2, for the standard error).
         z: how improbable (in normal standard deviations) an IWAE average above
             log p(x) must be before the point counts as out of order.
-        rtol: float tolerance relative to |log p(x)| on both comparisons.
+        rtol: float tolerance relative to ``|log p(x)|`` on both comparisons.
     """
     check_data(x, "x")
     exact = torch.as_tensor(exact_log_p).detach().double().to(x.device)

@@ -42,7 +42,8 @@ def enumerated_sites(model: Callable, guide: Callable, batch: tuple) -> list[str
 def enumerated_log_weights(model: Callable, guide: Callable, batch: tuple, k: int, max_plate_nesting: int,
                            vectorize: bool = True) -> torch.Tensor:
     """log sum_c p(x, z_i, c) - log q(z_i | x) for k draws z_i of the guide, the enumerated sites c
-    summed out: shape (k, *plates shared by every site), e.g. (k, N) for one local latent per point."""
+    summed out: shape ``(k, *plates)`` over the plates that every site shares, e.g. (k, N) for one local
+    latent per point."""
     from pyro.infer.traceenum_elbo import _compute_model_factors  # Pyro's own factorization of the model
 
     if not vectorize and k > 1:

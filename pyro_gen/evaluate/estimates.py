@@ -51,6 +51,7 @@ class Estimate:
     n: int
 
     def as_dict(self) -> dict:
+        """``{"mean": ..., "se": ..., "n": ...}``, e.g. for JSON."""
         return asdict(self)
 
     def __format__(self, spec: str) -> str:

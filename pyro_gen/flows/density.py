@@ -71,6 +71,9 @@ def _u4(z):
     return -torch.logaddexp(a, b) + _envelope(z)
 
 
+#: The 2-D test energies U1-U4 of Rezende & Mohamed (2015), by name. Each maps points z of shape
+#: (..., 2) to U(z), the density being exp(-U(z)) / Z (U2-U4 with a wide Gaussian envelope, so that Z is
+#: finite).
 ENERGIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"U1": _u1, "U2": _u2, "U3": _u3, "U4": _u4}
 
 
@@ -92,7 +95,7 @@ def grid(lim: float = 4.0, n: int = 200, dtype=torch.float64) -> tuple[torch.Ten
 def log_normalizer(name: str, lim: float = 10.0, n: int = 2001) -> float:
     """log Z = log of the integral of exp(-U) over R^2, by the midpoint rule on [-lim, lim]^2 (float64).
 
-    The densities are smooth at scale >= 0.35 and negligible beyond |z| = 10, so a
+    The densities are smooth at scale >= 0.35 and negligible beyond ``|z| = 10``, so a
     0.01 spacing gives many more digits than the KLs reported need.
     """
     pts, xs, _ = grid(lim, n)
@@ -136,6 +139,8 @@ def _sklearn(kind):
     return make
 
 
+#: The 2-D toy data sets of :func:`toy_data`, by name. Each is a function ``(n, generator)`` that
+#: returns n points of shape (n, 2) (``moons`` and ``circles`` need scikit-learn).
 TOY_DATA = {"moons": _sklearn("moons"), "circles": _sklearn("circles"), "8gaussians": _eight_gaussians,
             "checkerboard": _checkerboard}
 

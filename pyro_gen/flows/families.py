@@ -4,20 +4,21 @@ Every family is built from ``pyro.distributions.transforms`` (and zuko), stacked
 ``depth`` times, with a fixed reversal between coupling/autoregressive layers so that
 every coordinate is transformed:
 
-================  ===========================================  ============================================
-family            global layer (Pyro)                          amortized layer (conditioned on features h)
-================  ===========================================  ============================================
-planar            ``Planar``                                   ``ConditionalPlanar``
-radial            ``Radial``                                   ``ConditionalRadial``
-iaf               ``AffineAutoregressive`` (IAF)               ``ConditionalAffineAutoregressive``
-householder       ``Householder`` (one reflection)             ``ConditionalHouseholder``
-sylvester         :class:`~pyro_gen.sylvester.HouseholderSylvester`  :class:`~pyro_gen.sylvester.ConditionalHouseholderSylvester`
-spline            ``SplineCoupling`` (NSF, coupling)           ``ConditionalSpline`` (elementwise; Pyro has
-                                                               no conditional spline coupling)
-spline_autoregressive  ``SplineAutoregressive``                ``ConditionalSplineAutoregressive``
-affine_coupling   ``AffineCoupling`` (RealNVP)                 ``ConditionalAffineCoupling``
-zuko:NAME         zuko's ``NAME`` flow (``maf``, ``nsf``, ``naf``, ...), its transform used as a layer
-================  ===========================================  ============================================
+=====================  ============================================  ============================================
+family                 global layer (Pyro)                           amortized layer (conditioned on features h)
+=====================  ============================================  ============================================
+planar                 ``Planar``                                    ``ConditionalPlanar``
+radial                 ``Radial``                                    ``ConditionalRadial``
+iaf                    ``AffineAutoregressive`` (IAF)                ``ConditionalAffineAutoregressive``
+householder            ``Householder`` (one reflection)              ``ConditionalHouseholder``
+sylvester              :class:`.HouseholderSylvester`                :class:`.ConditionalHouseholderSylvester`
+spline                 ``SplineCoupling`` (NSF, coupling)            ``ConditionalSpline`` (elementwise; Pyro has
+                                                                     no conditional spline coupling)
+spline_autoregressive  ``SplineAutoregressive``                      ``ConditionalSplineAutoregressive``
+affine_coupling        ``AffineCoupling`` (RealNVP)                  ``ConditionalAffineCoupling``
+zuko:NAME              zuko's ``NAME`` flow (``maf``, ``nsf``,       the same flow, with h as zuko's context
+                       ``naf``, ...), its transform used as a layer
+=====================  ============================================  ============================================
 
 Directions. A flow used as a guide or fitted by variational inference must sample and
 score its own samples: every family does that cheaply in the *sample* direction (the
@@ -57,10 +58,15 @@ from .sylvester import ConditionalHouseholderSylvester, HouseholderSylvester
 __all__ = ["FAMILIES", "SCORABLE", "ZUKO_FLOWS", "FlowStack", "Flow", "FlowGuide", "flow_guide", "check_family",
            "conditional_flow_distribution"]
 
+#: The flow family names that Pyro's transforms provide (see the table above); ``"zuko:NAME"`` names
+#: a zuko flow.
 FAMILIES = ("planar", "radial", "iaf", "householder", "sylvester", "spline", "spline_autoregressive",
             "affine_coupling")
 NOT_INVERTIBLE = ("planar", "radial", "sylvester")
+#: The families whose layers have an inverse, so that a flow of them can score an arbitrary z (usable in
+#: the ``"score"`` direction, as a prior or a density model); any ``"zuko:NAME"`` can too.
 SCORABLE = tuple(f for f in FAMILIES if f not in NOT_INVERTIBLE)
+#: The zuko flows that ``"zuko:NAME"`` accepts as NAME (zuko's discrete flows, not its continuous-time CNF).
 ZUKO_FLOWS = ("maf", "nsf", "naf", "unaf", "nice", "realnvp", "sospf", "bpf")  # zuko's discrete flows
 _PERMUTED = ("iaf", "spline", "spline_autoregressive", "affine_coupling")  # order matters between layers
 _NETWORKED = _PERMUTED  # layers whose parameters come from a network, started at the identity
@@ -237,7 +243,8 @@ class Flow(nn.Module):
         return dist.TransformedDistribution(base, self.stack.transforms())
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log q(x) for rows of x (needs ``direction="score"`` unless x came from :meth:`rsample`)."""
+        """log q(x) for rows of x (needs ``direction="score"`` unless x is the latest draw of :meth:`sample`
+        or :meth:`rsample_and_log_prob`, which the layers cache)."""
         if x.shape[-1] != self.dim:
             raise ValueError(f"x has {x.shape[-1]} columns, the flow has dim {self.dim}")
         return self.distribution().log_prob(x)
@@ -250,6 +257,7 @@ class Flow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
+        """n draws from the flow, (n, dim), without gradients."""
         return self.distribution().sample((n,))
 
 

@@ -18,6 +18,8 @@ import torch
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "write_json", "CheckpointError", "FORMAT"]
 
+#: The format tag that :func:`save_checkpoint` writes into every checkpoint and
+#: :func:`load_checkpoint` requires.
 FORMAT = "pyro_gen.checkpoint/1"
 
 

@@ -68,6 +68,7 @@ class World:
                     t.copy_(buf.to(t.device))
 
     def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` on every process (``value`` itself where there is no process group)."""
         if not self.active:
             return value
         t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
@@ -102,6 +103,7 @@ class World:
         return full
 
     def barrier(self) -> None:
+        """Wait until every process gets here (nothing to wait for without a process group)."""
         if self.active:
             dist.barrier()
 

@@ -77,7 +77,8 @@ _LOG = logging.getLogger("pyro_gen")
 _aten = torch.ops.aten
 _CHECK_CAP = 4096  # structure checks at steps 2, 16, 128, 1024, then every this many steps
 _MAX_GRAPHS = 4  # recordings per run (batch shapes, weighted or not, ...) before the fast path gives up
-AUTO_MIN_STEPS = 1000  # fit(fast="auto") records on runs of at least this many steps
+#: ``fit(fast="auto")`` records the fast path only on runs planned to take at least this many steps.
+AUTO_MIN_STEPS = 1000
 _SLOWER = 1.25  # fast="auto" gives up on a first replay slower than this many standard steps
 
 

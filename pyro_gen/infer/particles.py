@@ -17,9 +17,10 @@ from typing import Callable, TypeVar
 
 __all__ = ["VECTORIZE_ERRORS", "with_particles"]
 
-# What a model that does not broadcast over a particle dimension raises: shape errors from torch
-# ("t() expects a tensor with <= 2 dimensions", "mat1 and mat2 shapes cannot be multiplied"),
-# Pyro's shape checks, indexing with a batch of values.
+#: What a model that does not broadcast over a particle dimension raises, shape errors from torch
+#: ("t() expects a tensor with <= 2 dimensions", "mat1 and mat2 shapes cannot be multiplied"),
+#: Pyro's shape checks, indexing with a batch of values. :func:`with_particles` falls back to one
+#: particle at a time on these.
 VECTORIZE_ERRORS = (RuntimeError, ValueError, IndexError)
 
 _LOG = logging.getLogger("pyro_gen")

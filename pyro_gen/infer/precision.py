@@ -19,6 +19,8 @@ import torch
 
 __all__ = ["PRECISIONS", "autocast", "compile_networks"]
 
+#: The values of ``fit(precision=...)``, ``"32"`` (float32 throughout) or ``"bf16-mixed"`` (the
+#: forward pass under ``torch.autocast`` with bfloat16).
 PRECISIONS = ("32", "bf16-mixed")
 
 

@@ -1,6 +1,6 @@
 """The named parts of :func:`pyro_gen.fit`'s loop, around one :class:`Run`.
 
-- preparing data and parameters: :meth:`Run.__init__` (the data source: :mod:`.sources`; the
+- preparing data and parameters: ``Run(...)`` (the data source: :mod:`.sources`; the
   processes: :mod:`.distributed`; precision and compilation: :mod:`.precision`);
 - resuming: :meth:`Run.resume`; checkpointing: :meth:`Run.checkpoint`;
 - one optimizer step: :meth:`Run.step` (with the NaN guard);
@@ -232,6 +232,8 @@ class Run:
         }, self.ckpt_path)
 
     def write_metrics(self, history: list[dict], stopped: str | None = None) -> None:
+        """Write ``out/metrics.json`` atomically: the config, ``history``, the best epoch and
+        validation loss, and ``stopped`` (None while training). Nothing without ``out``; rank 0 only."""
         if self.out is not None and self.world.main:
             write_json({"config": self.config, "history": history, "best_epoch": self.state["best_epoch"],
                         "best_val_loss": self.state["best_val"], "stopped": stopped}, self.out / "metrics.json")
@@ -239,6 +241,8 @@ class Run:
     # --- one step --------------------------------------------------------------------------
 
     def kl_weight(self, step: int) -> float:
+        """The latent sites' weight at optimizer step ``step``: ``beta``, ramped up linearly from 0
+        over the first ``kl_anneal`` epochs when ``kl_anneal > 0``."""
         if self.kl_anneal <= 0:
             return self.beta
         return self.beta * min(1.0, step / (self.kl_anneal * self.steps_per_epoch))
@@ -319,6 +323,12 @@ class Run:
     # --- one epoch under a budget ----------------------------------------------------------
 
     def budget_spent(self, elapsed: float) -> str | None:
+        """The budget that is used up, ``"max_steps"`` or ``"max_seconds"``, or None.
+
+        Args:
+            elapsed: seconds spent in the current epoch so far, on top of ``state["seconds"]``.
+                Under several processes, one process out of time stops them all.
+        """
         if self.max_steps is not None and self.state["step"] >= self.max_steps:
             return "max_steps"
         if self.max_seconds is not None:  # clocks differ between processes: stop when any one is out of time
@@ -359,6 +369,9 @@ class Run:
     # --- validation, the best state, early stopping ----------------------------------------
 
     def epoch_row(self, epoch: int) -> dict:
+        """The history row of epoch ``epoch`` so far: ``epoch``, ``step``, ``train_loss`` (per data
+        point), ``lr``, ``kl_weight``, ``seconds``, and ``val_loss`` when there are validation data
+        (computed here)."""
         state = self.state
         row = {"epoch": epoch, "step": state["step"], "train_loss": state["total"] / max(state["count"], 1),
                "lr": self.opt.param_groups[0]["lr"], "kl_weight": self.kl_weight(state["step"]),
@@ -370,6 +383,7 @@ class Run:
         return row
 
     def patience_spent(self) -> bool:
+        """Whether early stopping applies: ``patience`` epochs in a row without a better validation loss."""
         return self.patience is not None and self.val is not None and self.state["bad_epochs"] >= self.patience
 
     def stop_mid_epoch(self, epoch: int, budget: str) -> None:
@@ -412,6 +426,12 @@ class Run:
     # --- the result ------------------------------------------------------------------------
 
     def result(self, restore_best: bool) -> FitResult:
+        """Finish the run: write the final metrics, undo compilation, and return the :class:`FitResult`.
+
+        Args:
+            restore_best: load the best validation state into the modules (when there are
+                validation data and a best state was kept).
+        """
         state = self.state
         self.write_metrics(self.history, self.stopped)
         best_state = state["best"] if state["best"] is not None else get_state(self.modules, self.store_names)

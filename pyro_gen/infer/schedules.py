@@ -8,8 +8,10 @@ import torch
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_scheduler"]
 
+#: The ``torch.optim`` optimizer classes by the name :func:`make_optimizer` takes.
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
+#: The learning-rate schedule names :func:`make_scheduler` accepts (before any ``:`` arguments).
 SCHEDULES = ("constant", "cosine", "exponential", "step", "plateau")
 
 

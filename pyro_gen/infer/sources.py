@@ -39,7 +39,8 @@ from ..data import batch_tuple, check_batch
 
 __all__ = ["Shards", "TensorSource", "MapSource", "IterableSource", "make_source", "shard_key", "LOADER_OPTIONS"]
 
-# DataLoader arguments a rebuilt loader takes over from the user's own.
+#: The ``DataLoader`` arguments taken over from a user's ``DataLoader`` when its data set is fetched
+#: through a loader built here (one that fetches shards).
 LOADER_OPTIONS = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
                   "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order")
 
@@ -81,9 +82,11 @@ class TensorSource:
         self.steps_per_epoch = math.ceil(self.n / batch_size)
 
     def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        """The first ``k`` rows (all of them if there are fewer), for the checks and first forward pass."""
         return tuple(t[:min(k, self.n)] for t in self.data)
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
+        """The epoch's order of the rows: a random permutation drawn from ``generator``."""
         return torch.randperm(self.n, generator=generator)
 
     def batches(self, perm: torch.Tensor, pos: int, key: Callable[[int, int], int]
@@ -177,9 +180,12 @@ class MapSource:
                                  batch_size=None, generator=torch.Generator().manual_seed(0), **options)
 
     def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        """The first ``k`` items (all of them if there are fewer), fetched as one batch onto the device."""
         return self._to_device(self.loader.dataset[(0, torch.arange(min(k, self.n)))])
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
+        """The epoch's order of item indices: the user's sampler's if there is one, else a random
+        permutation drawn from ``generator`` (or 0, 1, ... without shuffling)."""
         if self.sampler is not None:  # the user's sampler decides the order (and may repeat points)
             return torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
         return torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
@@ -188,6 +194,9 @@ class MapSource:
         return tuple(t.to(self.device, non_blocking=self.pin) for t in batch_tuple(batch))
 
     def batches(self, perm, pos, key):
+        """From point ``pos`` of the epoch's order ``perm`` on: (this rank's shards, points in the
+        global batch), each shard fetched through the ``DataLoader`` under the torch seed
+        ``key(batch number, shard index)``."""
         specs, sizes = [], []
         for b, size, mine in _cut(perm, pos, self.batch_size, self.shards, self.drop_last):
             sizes.append(size)
@@ -233,6 +242,11 @@ class IterableSource:
             self.n, self.steps_per_epoch = None, None
 
     def first(self, k: int) -> tuple[torch.Tensor, ...]:
+        """The stream's first items, up to ``k`` and at most one shard's, as one batch on the device.
+
+        Raises:
+            ValueError: if the stream is empty.
+        """
         batch = next(iter(DataLoader(self.loader.dataset, batch_size=min(k, self.batch_size // self.shards.count),
                                      collate_fn=self.loader.collate_fn)), None)
         if batch is None:
@@ -240,9 +254,13 @@ class IterableSource:
         return tuple(t.to(self.device) for t in batch_tuple(batch))
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
+        """An empty order: a stream has its own (``generator`` is not used)."""
         return torch.empty(0, dtype=torch.long)  # a stream has its own order
 
     def batches(self, perm, pos, key):
+        """The stream's next global batches: (this process's ``accumulate`` shards, points in the global
+        batch), until some process's stream cannot fill a whole step. ``perm``, ``pos`` and ``key``
+        are not used: a stream resumes at epoch boundaries only."""
         it = iter(self.loader)
         while True:
             shards = list(itertools.islice(it, self.shards.accumulate))

@@ -216,6 +216,7 @@ class Recovery:
     matches: list[int]         # learned topic matched to each true topic
 
     def as_dict(self) -> dict:
+        """``{"mean_hellinger": ..., "distances": [...], "matches": [...]}``, e.g. for JSON."""
         return asdict(self)
 
 
@@ -252,6 +253,7 @@ class Perplexity:
     k: int                     # importance samples per document
 
     def as_dict(self) -> dict:
+        """``{"perplexity": ..., "log_likelihood": ..., "words": ..., "k": ...}``, e.g. for JSON."""
         return asdict(self)
 
 

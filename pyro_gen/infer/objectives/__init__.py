@@ -4,15 +4,17 @@ Every objective is a :class:`pyro.infer.ELBO` with ``differentiable_loss(model, 
 *args)`` returning a scalar whose value is the negative bound (summed over the batch)
 and whose gradient is the estimator's.
 
-| name | estimator | module |
-|---|---|---|
-| ``trace`` | Pyro's ``Trace_ELBO`` | (Pyro) |
-| ``meanfield`` | Pyro's ``TraceMeanField_ELBO`` | (Pyro) |
-| ``iwae:k``, ``renyi:a`` | :class:`RenyiBound` | :mod:`.renyi` |
-| ``dreg:k`` | :class:`DReG_ELBO` | :mod:`.dreg` |
-| ``rws:k`` | :class:`RWS_ELBO` | :mod:`.rws` |
-| ``graph`` | :class:`GraphELBO` | :mod:`.graph` |
-| ``enum`` | :class:`EnumELBO` | :mod:`.enum` |
+=======================  ==============================  =============
+name                     estimator                       module
+=======================  ==============================  =============
+``trace``                Pyro's ``Trace_ELBO``           (Pyro)
+``meanfield``            Pyro's ``TraceMeanField_ELBO``  (Pyro)
+``iwae:k``, ``renyi:a``  :class:`RenyiBound`             :mod:`.renyi`
+``dreg:k``               :class:`DReG_ELBO`              :mod:`.dreg`
+``rws:k``                :class:`RWS_ELBO`               :mod:`.rws`
+``graph``                :class:`GraphELBO`              :mod:`.graph`
+``enum``                 :class:`EnumELBO`               :mod:`.enum`
+=======================  ==============================  =============
 
 :class:`LatentScale` (beta, KL annealing) wraps any of them. Pick one by name with
 :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).

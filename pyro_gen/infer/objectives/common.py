@@ -21,6 +21,14 @@ __all__ = ["check_particles", "FromDifferentiableLoss", "log_densities", "log_we
 
 
 def check_particles(k: int) -> int:
+    """Validate a number of particles.
+
+    Returns:
+        ``k``, an integer >= 1.
+
+    Raises:
+        ValueError: for anything else (``bool`` included).
+    """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"the number of particles k must be an integer >= 1, got {k!r}")
     return k
@@ -30,10 +38,12 @@ class FromDifferentiableLoss:
     """``loss`` and ``loss_and_grads`` of an ELBO derived from its ``differentiable_loss``."""
 
     def loss(self, model, guide, *args, **kwargs) -> float:
+        """The value of ``differentiable_loss``, as a float, computed without gradients."""
         with torch.no_grad():
             return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate ``differentiable_loss`` into the parameters' gradients and return its value."""
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()
@@ -61,6 +71,8 @@ def log_densities(model_trace, guide_trace, reparameterized: bool = True) -> tup
 
 
 def log_weight(model_trace, guide_trace, reparameterized: bool = True) -> torch.Tensor:
+    """The log importance weight log p(x, z) - log q(z) of one particle, per data point
+    (:func:`log_densities`; ``reparameterized`` as there)."""
     log_p, log_q = log_densities(model_trace, guide_trace, reparameterized)
     return log_p - log_q
 

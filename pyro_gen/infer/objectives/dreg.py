@@ -102,6 +102,12 @@ class DReG_ELBO(RenyiBound):
         return tr
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A scalar whose value is the negative IWAE-k bound summed over the data points, and whose
+        gradient is IWAE's for the model's parameters and DReG's for the guide's.
+
+        Raises:
+            ValueError: if the guide cannot score an arbitrary z (a planar, radial or Sylvester flow).
+        """
         ((model_trace, guide_trace),) = list(self._get_traces(model, guide, args, kwargs))
         try:
             with detached_parameters(_modules_of(guide)):

@@ -27,6 +27,8 @@ class GraphELBO(TraceGraph_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A scalar whose value is the negative ELBO and whose gradient is that of Pyro's surrogate
+        loss (score-function terms with Rao-Blackwellized costs and baselines)."""
         elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
         value = -torch.as_tensor(elbo).detach()
         return surrogate + (value - surrogate.detach())

@@ -45,7 +45,7 @@ class RenyiBound(FromDifferentiableLoss, RenyiELBO):
                          vectorize_particles=vectorize_particles and num_particles > 1)
 
     def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """log p(x, z_i) - log q(z_i | x) for each particle i: shape (k, *local plates).
+        """log p(x, z_i) - log q(z_i | x) for each particle i: shape ``(k, *local_plates)``.
 
         Values only: any guide will do, discrete ones included (their bound is valid,
         only its reparameterized gradient would not be)."""
@@ -60,6 +60,12 @@ class RenyiBound(FromDifferentiableLoss, RenyiELBO):
         return torch.stack(particles)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative Renyi-alpha bound (IWAE-k at alpha=0) from k particles, summed over the data
+        points: a scalar whose gradient is the bound's reparameterized gradient.
+
+        Raises:
+            ValueError: if a guide site is not reparameterizable.
+        """
         a = 1.0 - self.alpha
         log_w = self._log_weights(model, guide, args, kwargs)
         bound = (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a

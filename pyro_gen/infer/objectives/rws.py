@@ -50,6 +50,8 @@ class RWS_ELBO(FromDifferentiableLoss, ReweightedWakeSleep):
                          vectorize_particles=True)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A scalar whose value is the negative IWAE-k bound summed over the data points, and whose
+        gradient is wake-theta's for the model's parameters and wake-phi's for the guide's."""
         (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
         log_p, log_q = log_densities(model_trace, guide_trace, reparameterized=False)
         log_w = log_p - log_q.detach()
