@@ -6,19 +6,26 @@ STAMP  := $(VENV)/.pyro_gen-installed
 # Real data sets for tests and benchmarks: ../shared/data unless PYRO_GEN_DATA is set.
 export PYRO_GEN_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo docs bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,docs]"
+	sh docs/install_browser.sh  # Debian's chromium for the site's browser test, where this machine allows it
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -n 2  # two workers on two cores, one torch thread each (tests/conftest.py)
+	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers on two cores, one torch thread each (tests/conftest.py); the docs tests share one
+
+# The documentation site into docs/_build/html, offline; the notebooks run at their normal sizes
+# (PYRO_GEN_SMOKE=1 make docs: in smoke mode). Warnings are errors, as in make test.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -E -b html -d docs/_build/doctrees docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 demo: $(STAMP)
 	$(PY) -m inference.demo --out runs/demo
@@ -39,4 +46,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/scaling.py --steps 300 --rounds 3
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache docs/_build

@@ -174,6 +174,18 @@ class VAE(PyroModule):
         prior_flow: a flow family for a learnable prior p(z); it must score any z, so
             planar, radial and sylvester are refused. None: Normal(0, I).
         flow_hidden: hidden widths of the flows' networks (None: Pyro's defaults).
+
+    Examples:
+        >>> from pyro_gen import data, evaluate, fit
+        >>> ds = data.load("digits")
+        >>> vae = VAE(x_dim=64, z_dim=2, hidden=(32,))
+        >>> result = fit(vae.model, vae.guide, ds.train, epochs=2, batch_size=128, progress=False)
+        >>> len(result.history), vae.sample(5).shape
+        (2, torch.Size([5, 64]))
+        >>> vae.check_data(ds.train[:, :10])
+        Traceback (most recent call last):
+        ...
+        ValueError: data has 10 columns but the model expects 64
     """
 
     def __init__(

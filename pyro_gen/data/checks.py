@@ -17,6 +17,12 @@ def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
     """Validate a data tensor: a floating tensor of shape (N, D), N >= 1, all finite.
 
     Returns it unchanged; raises ``TypeError``/``ValueError`` naming the problem.
+
+    Examples:
+        >>> check_data(torch.tensor([[0.5, float("nan")], [0.1, 0.2]]), what="training data")
+        Traceback (most recent call last):
+        ...
+        ValueError: training data contains NaN values in 1 row(s), first at row 0
     """
     if not torch.is_tensor(x):
         raise TypeError(f"{what} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")

@@ -392,6 +392,13 @@ def load(name: str, data_root: str | os.PathLike | None = None, download: bool =
         data_root: folder to search first (see module docstring).
         download: fetch a missing file from its canonical source.
         seed: seed of the fixed train/val/test split where the source has none.
+
+    Examples:
+        >>> ds = load("digits")
+        >>> ds.train.shape, ds.val.shape, ds.test.shape, ds.image_shape
+        (torch.Size([1297, 64]), torch.Size([250, 64]), torch.Size([250, 64]), (1, 8, 8))
+        >>> sorted(ds.labels)
+        ['test', 'train', 'val']
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown data set {name!r}; valid choices: {', '.join(names())}")

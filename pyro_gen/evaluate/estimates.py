@@ -39,7 +39,8 @@ from ..infer.progress import progress_bar
 from ..infer.sources import shard_key
 from .enumerated import enumerated_log_weights, enumerated_sites
 
-__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights"]
+__all__ = ["Estimate", "elbo", "log_likelihood", "active_units", "kl_per_dim", "log_weights", "per_point_log_weights",
+           "plate_nesting"]
 
 
 @dataclass

@@ -42,6 +42,19 @@ def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_
 
     Returns:
         (N,) log-likelihoods.
+
+    Examples:
+        Two states, two steps: the recursion equals the sum over the four state paths.
+
+        >>> import itertools, torch
+        >>> init, trans = torch.tensor([0.6, 0.4]), torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+        >>> emit = torch.tensor([[[0.5, 0.1], [0.3, 0.7]]])  # p(x_t | z_t = k), (N=1, T=2, K=2)
+        >>> paths = sum(init[a] * emit[0, 0, a] * trans[a, b] * emit[0, 1, b]
+        ...             for a, b in itertools.product(range(2), repeat=2))
+        >>> forward_log_likelihood(init.log(), trans.log(), emit.log()).exp()
+        tensor([0.1268])
+        >>> paths
+        tensor(0.1268)
     """
     N, T, K = log_emit.shape
     if log_init.shape != (K,) or log_trans.shape != (K, K):

@@ -77,6 +77,14 @@ def check_family(family: str, *, scorable: bool = False, what: str = "flow") -> 
 
     Raises:
         ValueError: naming the valid choices.
+
+    Examples:
+        >>> check_family("iaf")
+        'iaf'
+        >>> check_family("planar", scorable=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: a 'planar' flow has no inverse, so as a flow it could not score an arbitrary z; families that can: iaf, householder, spline, spline_autoregressive, affine_coupling (or any zuko:NAME)
     """
     zuko_names = [f"zuko:{n}" for n in ZUKO_FLOWS]
     if family not in FAMILIES and family not in zuko_names:

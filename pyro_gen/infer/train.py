@@ -129,6 +129,24 @@ def fit(
     Raises:
         NonFiniteLossError: the loss became NaN or inf; the message names the epoch,
             the step and the last good checkpoint. Nothing bad is written to disk.
+
+    Examples:
+        A conjugate model, whose exact posterior is N(3.0, 0.1^2) for these 100 points (the
+        data are rows: (N, D) with D = 1):
+
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def model(x):
+        ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(loc, 1.0), obs=x[:, 0])
+        >>> def guide(x):
+        ...     m = pyro.param("m", torch.tensor(0.0))
+        ...     s = pyro.param("s", torch.tensor(1.0), constraint=dist.constraints.positive)
+        ...     pyro.sample("loc", dist.Normal(m, s))
+        >>> x = 3.0 + torch.linspace(-1.0, 1.0, 100)[:, None]
+        >>> result = fit(model, guide, x, epochs=1000, batch_size=100, lr=0.05, progress=False)
+        >>> round(pyro.param("m").item(), 1), round(pyro.param("s").item(), 1)
+        (3.0, 0.1)
     """
     _check_options(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience, beta=beta,
                    kl_anneal=kl_anneal, resume=resume, out=out, accumulate=accumulate)

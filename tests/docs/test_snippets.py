@@ -1,6 +1,7 @@
-"""README snippets run as written: every python block, each in a namespace of its own.
+"""The documentation's code runs as written: every python block of the README and of the site's
+pages (docs/*.md, docs/guide/*.md), each section's blocks in a namespace of their own.
 
-Blocks that train for minutes (the README shows real settings) run with fit capped at a few
+Blocks that train for minutes (the pages show real settings) run with fit capped at a few
 steps and IWAE-k evaluation at k=5 on 100 points; what is checked is that every name, call
 and argument in them works. Blocks on real data skip when the data set is absent."""
 
@@ -11,33 +12,49 @@ import torch
 
 from tests.conftest import ROOT, shared_data_dir
 
-# heading -> (capped, needs real data)
+PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+         *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "guide").glob("*.md"))]
+
+# "page :: heading" of every section with python blocks -> (capped, needs real data)
 SECTIONS = {
-    "## Use it": (True, True),
-    "## Using pyro_gen with your Pyro code": (False, False),
-    "## Training on your own data": (True, True),
-    "## Flows": (True, False),
-    "## Sequences: HMMs and deep Markov models": (True, True),
+    "README.md :: ## Use it": (True, True),
+    "docs/getting-started.md :: ## A first model/guide pair": (False, False),
+    "docs/getting-started.md :: ## Packaged models": (True, True),
+    "docs/guide/models.md :: ## Using pyro_gen with your Pyro code": (False, False),
+    "docs/guide/models.md :: ## Global latents under minibatches": (False, False),
+    "docs/guide/evaluation.md :: # Evaluation": (False, False),
+    "docs/guide/scale.md :: ## Training on your own data": (True, True),
+    "docs/guide/flows.md :: # Flows": (True, False),
+    "docs/guide/prescribed.md :: ## Sequences: HMMs and deep Markov models": (True, True),
 }
 
 
-def _blocks(heading: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(heading + "\n")
-    end = text.find("\n## ", start + len(heading))
-    return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S)
+def _sections(page: str) -> dict[str, list[str]]:
+    """The python blocks of a page, by the heading (# or ##) they stand under."""
+    text = (ROOT / page).read_text()
+    out: dict[str, list[str]] = {}
+    # headings outside code blocks only: a "# comment" line inside a block is not one
+    parts = re.split(r"(```.*?```)", text, flags=re.S)
+    heading = None
+    for part in parts:
+        if part.startswith("```"):
+            if part.startswith("```python\n") and heading is not None:
+                out.setdefault(heading, []).append(part[len("```python\n"):-3])
+            continue
+        for line in part.splitlines():
+            if re.match(r"^##? \S", line):
+                heading = line.strip()
+    return out
 
 
 def test_every_python_block_is_covered():
-    text = (ROOT / "README.md").read_text()
-    headings = [h for h in re.findall(r"^## .*$", text, re.M)
-                if re.search(r"```python", text.split(h + "\n", 1)[1].split("\n## ", 1)[0])]
-    assert sorted(headings) == sorted(SECTIONS)
+    found = {f"{page} :: {heading}" for page in PAGES for heading in _sections(page)}
+    assert sorted(found) == sorted(SECTIONS)
 
 
-@pytest.mark.parametrize("heading", list(SECTIONS))
-def test_readme_section_runs_as_written(heading, monkeypatch, one_thread):
-    capped, needs_data = SECTIONS[heading]
+@pytest.mark.parametrize("key", list(SECTIONS))
+def test_section_runs_as_written(key, monkeypatch, one_thread, tmp_path):
+    capped, needs_data = SECTIONS[key]
     if needs_data:
         root = shared_data_dir()
         if root is None:
@@ -53,7 +70,10 @@ def test_readme_section_runs_as_written(heading, monkeypatch, one_thread):
         monkeypatch.setattr(evaluate, "log_likelihood", lambda m, g, d, k=1000, **kw: real_ll(
             m, g, d[:100] if torch.is_tensor(d) else d, k=min(k, 5), **kw))
         monkeypatch.setattr(density, "fit_data", lambda f, x, steps=2000, **kw: real_fit_data(f, x, steps=5, **kw))
-    blocks = _blocks(heading)
-    assert blocks, f"no python block under {heading!r}"
+    monkeypatch.chdir(tmp_path)  # what a block writes (runs/...) stays out of the repository
+    monkeypatch.syspath_prepend(str(ROOT))
+    page, heading = key.split(" :: ")
+    blocks = _sections(page).get(heading)
+    assert blocks, f"no python block under {heading!r} in {page}"
     for code in blocks:
-        exec(compile(code, f"README.md {heading}", "exec"), {"__name__": "readme"})
+        exec(compile(code, f"{page} {heading}", "exec"), {"__name__": "docs"})

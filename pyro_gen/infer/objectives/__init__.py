@@ -124,6 +124,17 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
     ``"iwae:5"`` and ``"dreg:5"`` give k=5; ``"renyi:0.5"`` gives alpha=0.5;
     ``"trace:4"`` averages 4 particles. ``particles`` sets k (or the number of
     particles) when the spec does not.
+
+    Examples:
+        >>> from pyro_gen import objectives
+        >>> objectives.describe(objectives.get("iwae:5"))
+        'RenyiBound(k=5, alpha=0)'
+        >>> objectives.get("trace", particles=4).num_particles
+        4
+        >>> objectives.get("vimco:5")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown objective 'vimco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, enum
     """
     if isinstance(spec, ELBO):
         return spec
