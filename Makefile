@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/vae_quality.py --guides diagonal,planar,iaf,sylvester --flow-prior spline --out runs/bench_quality_flows
 	$(PY) benchmarks/flows_energy.py --toy --jobs 2
 	$(PY) benchmarks/scaling.py --steps 300 --rounds 3
+	$(PY) benchmarks/ais_eval.py
 
 clean:
 	rm -rf runs .pytest_cache docs/_build

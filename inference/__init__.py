@@ -1,4 +1,4 @@
-"""Runnable drivers: ``python -m inference.fit``, ``inference.compare``, ``inference.diagnose``."""
+"""Runnable drivers: ``python -m inference.fit``, ``inference.compare``, ``inference.diagnose``, ``inference.evaluate``."""
 
 from __future__ import annotations
 

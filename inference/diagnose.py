@@ -48,6 +48,10 @@ def load_run(run_dir: str | Path, data_root=None):
                          f"{', '.join(sorted(MODELS))}")
     args = argparse.Namespace(**config)
     ds = data_lib.load(config["data"], data_root=data_root or config.get("data_root"), seed=config.get("seed", 0))
+    if config.get("binarize") == "dynamic":  # held-out splits binarized once with the run's seed, as fit did
+        from inference.fit import _binarize
+
+        _binarize(argparse.Namespace(**config), ds)
     model_obj = MODELS[config["model"]](args, ds)
     ck = load_checkpoint(ckpt_path, map_location="cpu")
     state = ck.get("best") or ck["state"]

@@ -7,7 +7,8 @@ Examples::
     python -m inference.fit vae ... --out runs/x --resume      # continue an interrupted run
     python -m inference.fit hmm --data jsb-chorales --states 16 --epochs 80 --batch-size 229 --lr 0.05 --out runs/h
     python -m inference.fit dmm --data jsb-chorales --epochs 20 --batch-size 20 --kl-anneal 5 --out runs/d
-    python -m inference.fit vae --help     # the options of one family: vae, ppca, prodlda, lda, hmm, dmm
+    python -m inference.fit rbm --data binarized-mnist --objective pcd --optimizer sgd --lr 0.05 --out runs/r
+    python -m inference.fit vae --help     # the options of one family: vae, ppca, prodlda, lda, hmm, dmm, rbm
 
 Each family is a subcommand with the common options (``_common_options``) and its own, which its
 module in ``models/`` declares (``cli_options``, ``from_cli``; see ``models/__init__.py``).
@@ -41,6 +42,7 @@ from pyro_gen.infer.checkpoint import write_json
 from pyro_gen.figures.report import evaluate_model, model_figures
 from pyro_gen.infer.distributed import current as current_world
 from pyro_gen.infer.precision import PRECISIONS
+from pyro_gen.infer.schedules import OPTIMIZERS
 from pyro_gen.infer.train import SCHEDULES, fit
 
 __all__ = ["MODELS", "build_parser", "main"]
@@ -60,6 +62,7 @@ FAMILIES: dict[str, tuple[str, str | None, str]] = {
     "lda": ("models.lda", "AmortizedLDA", "LDA topic model with a Dirichlet encoder guide"),
     "hmm": ("models.hmm", None, "hidden Markov model, states summed out or amortized"),
     "dmm": ("models.dmm", None, "deep Markov model (Krishnan, Shalit & Sontag 2017)"),
+    "rbm": ("models.rbm", None, "binary restricted Boltzmann machine, trained by CD-k or PCD"),
 }
 
 
@@ -93,6 +96,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     p.add_argument("--lr-schedule", default=None, help=f"one of {', '.join(SCHEDULES)} (e.g. step:10:0.5)")
     p.add_argument("--clip-norm", type=float, default=None)
     p.add_argument("--patience", type=int, default=None, help="early stopping after this many epochs")
@@ -157,6 +161,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _fit_options(args: argparse.Namespace, out: Path, objective) -> dict:
     """fit's keyword arguments from the common options."""
     return dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                optimizer=getattr(args, "optimizer", "adam"),
                 patience=args.patience, kl_anneal=args.kl_anneal, clip_norm=args.clip_norm,
                 lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, out=out, resume=args.resume,
                 max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.no_progress,
@@ -222,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t0
     if not _training_done():
         return {}
+    if hasattr(model_obj, "estimate_log_partition"):  # an energy-based model: log Z by AIS, then log p(x)
+        return _fit_energy_based(args, ds, model_obj, result, wall, out)
     test = ds.test.to(args.device)
     # a model with global latents (Bayesian PCA) is evaluated per point at their posterior mean
     model_obj = model_obj.for_evaluation() if hasattr(model_obj, "for_evaluation") else model_obj
@@ -258,6 +265,42 @@ def main(argv: list[str] | None = None) -> dict:
              f"{evaluation['active_units_threshold']:g}, Burda et al. 2016)" if "active_units" in evaluation else "")
     print(f"test ELBO {evaluation['elbo']:.2f} ± {evaluation['elbo_se']:.2f}, log-likelihood (IWAE-{args.eval_k}) "
           f"{evaluation['log_likelihood']:.2f} ± {evaluation['log_likelihood_se']:.2f}{exact} nats{units}; "
+          f"wrote {out}/metrics.json")
+    return metrics
+
+
+def _fit_energy_based(args, ds: data_lib.Dataset, model_obj, result, wall: float, out: Path) -> dict:
+    """Evaluate an RBM: log Z by AIS from the training data's base rate, the test log-likelihood,
+    samples from long Gibbs chains and the filters; write ``metrics.json`` (with log Z) and the
+    checkpoint again, so that the run folder's model carries its log Z."""
+    from pyro_gen.figures.plots import image_grid, training_curves
+    from pyro_gen.infer.checkpoint import load_checkpoint, save_checkpoint
+    from pyro_gen.infer.params import get_state, modules_of
+
+    test = ds.test.to(args.device)
+    idx = data_lib.random_subset(len(test), args.eval_n, args.seed).to(test.device)
+    evaluation = model_obj.evaluate(test[idx], ds.train.to(args.device), steps=args.ais_steps,
+                                    chains=args.ais_chains, seed=args.seed, progress=not args.no_progress)
+    evaluation["subset"] = {"n": len(idx), "of": len(test), "seed": args.seed if args.eval_n else None}
+    ck_path = out / "checkpoint.pt"
+    ck = load_checkpoint(ck_path, map_location="cpu")
+    ck["best"] = get_state(modules_of(model_obj.model, model_obj.guide), [])  # the evaluated state, with log Z
+    save_checkpoint(ck, ck_path)
+    figures = {"training_curves": str(training_curves({args.objective: result.history}, out / "training_curves.png"))}
+    if ds.image_shape is not None:
+        figures["samples"] = str(image_grid(model_obj.sample(100), ds.image_shape, out / "samples.png",
+                                            title="samples: 1000 Gibbs sweeps from noise"))
+        figures["filters"] = str(image_grid(model_obj.filters()[:100], ds.image_shape, out / "filters.png",
+                                            title="filters of the first 100 hidden units"))
+    metrics = {
+        "config": vars(args), "history": result.history, "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss, "stopped": result.stopped, "steps": result.steps,
+        "train_seconds": result.seconds, "wall_seconds": wall, "test": evaluation, "figures": figures,
+        "checkpoint": str(ck_path),
+    }
+    write_json(metrics, out / "metrics.json")
+    print(f"test log-likelihood {evaluation['log_likelihood']:.2f} ± {evaluation['log_likelihood_se']:.2f} nats "
+          f"(log Z {evaluation['log_z']:.2f} ± {evaluation['log_z_se']:.2f}, {evaluation['log_z_method']}); "
           f"wrote {out}/metrics.json")
     return metrics
 

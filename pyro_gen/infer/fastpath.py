@@ -168,8 +168,10 @@ def supports(elbo) -> bool:
 
 def unsupported(elbo) -> str:
     """Why the fast path does not serve this objective."""
-    return (f"it serves trace, meanfield, iwae, renyi, dreg, rws and enum, not {type(elbo).__name__} (graph's "
-            "baselines keep running averages in Python; an ELBO of your own may read values)")
+    why = {"GraphELBO": "its baselines keep running averages in Python",
+           "ContrastiveDivergence": "its Gibbs chains are drawn in Python between the recorded passes"}
+    return (f"it serves trace, meanfield, iwae, renyi, dreg, rws and enum, not {type(elbo).__name__} ("
+            f"{why.get(type(elbo).__name__, 'an objective of your own may read values')})")
 
 
 # --- structure: what is recorded and checked -------------------------------------------

@@ -201,6 +201,8 @@ class Run:
         _check_shapes(self.ckpt_path, self.modules, ck["state"])
         load_state(self.modules, ck["state"])
         self.opt.load_state_dict(ck["optimizer"])
+        if ck.get("objective") is not None and hasattr(self.elbo, "load_state_dict"):
+            self.elbo.load_state_dict(ck["objective"])  # e.g. persistent CD's chains
         if self.sched is not None and ck["scheduler"] is not None:
             self.sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -227,6 +229,7 @@ class Run:
             "config": self.config, **{k: self.state[k] for k in _CHECKPOINTED},
             "state": get_state(self.modules, self.store_names), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "objective": self.elbo.state_dict() if hasattr(self.elbo, "state_dict") else None,
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state(self.device) if cuda else None},
         }, self.ckpt_path)
@@ -256,6 +259,9 @@ class Run:
             return None
         if fast == "auto" and planned is not None and planned < AUTO_MIN_STEPS:
             _LOG.info("fast path not tried: %d steps would not repay the recording; fast=True forces it", planned)
+            return None
+        if isinstance(self.elbo, _objectives.ContrastiveDivergence):  # nothing to record: say so quietly
+            _LOG.info("fast path not tried: %s", unsupported(self.elbo))
             return None
         reason = (None if supports(self.elbo) else unsupported(self.elbo)) or \
             (f"precision {precision!r} (it records full precision)" if precision != "32" else None) or \

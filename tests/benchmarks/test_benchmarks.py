@@ -249,3 +249,21 @@ def test_scaling_smoke(tmp_path):
     assert set(out) >= {"throughput", "efficiency_2", "dataloader_overhead", "bf16_speedup", "compile_speedup"}
     assert out["dataloader_overhead"] > 0 and out["bf16_speedup"] > 0 and out["compile_speedup"] is None
     assert (tmp_path / "scaling.png").exists() and json.loads((tmp_path / "scaling.json").read_text())["batch"] == 128
+
+
+@pytest.mark.slow
+def test_ais_eval_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "AIS benchmark")
+    run_dir = tmp_path / "ais"
+    out = _last_json(_run("ais_eval.py", "--smoke", "--out", str(run_dir), env=_env(shared_data)))
+    assert {"ais_err", "bdmc_lower", "bdmc_upper", "exact"} <= set(out["ppca"])
+    assert {"iwae1000", "ais", "bdmc_gap_simulated"} <= set(out["vae_mnist"])
+    assert {"cd1", "cd25", "pcd", "logz_exact_err"} <= set(out["rbm"])
+    assert out["ppca"]["bdmc_lower"] < out["ppca"]["exact"] < out["ppca"]["bdmc_upper"], out["ppca"]
+    assert 0 <= out["ppca"]["ais_err"] < 2  # 20 steps and 4 chains: loose, but no worse than the prior's gap
+    assert all(_positive(out["rbm"][k]) and out["rbm"][k] < 784 * math.log(2) for k in ("cd1", "cd25", "pcd"))
+    assert -800 < out["vae_mnist"]["ais"] < 0 and -800 < out["vae_mnist"]["iwae1000"] < 0
+    assert math.isfinite(out["rbm"]["logz_exact_err"])
+    for fig in ("bdmc_ppca.png", "rbm_pcd_samples.png", "rbm_pcd_filters.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig
+    assert json.loads((run_dir / "results.json").read_text())["results"]["rbm"]["cd1"] == out["rbm"]["cd1"]

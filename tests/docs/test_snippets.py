@@ -23,6 +23,8 @@ SECTIONS = {
     "docs/guide/models.md :: ## Using pyro_gen with your Pyro code": (False, False),
     "docs/guide/models.md :: ## Global latents under minibatches": (False, False),
     "docs/guide/evaluation.md :: # Evaluation": (False, False),
+    "docs/guide/evaluation.md :: ## Tighter bounds: AIS and BDMC": (False, False),
+    "docs/guide/energy.md :: # Energy-based models: the RBM": (True, False),
     "docs/guide/scale.md :: ## Training on your own data": (True, True),
     "docs/guide/flows.md :: # Flows": (True, False),
     "docs/guide/prescribed.md :: ## Sequences: HMMs and deep Markov models": (True, True),

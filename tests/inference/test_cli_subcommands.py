@@ -44,7 +44,7 @@ def test_every_family_parses_with_the_common_options_and_its_own():
     common = _flags("vae") & _flags("hmm")
     assert {"--data", "--objective", "--epochs", "--out", "--resume", "--eval-n", "--beta"} <= common
     own = {"vae": "--guide-flow", "ppca": "--ppca-ard", "prodlda": "--topics", "lda": "--topics",
-           "hmm": "--states", "dmm": "--num-iafs"}
+           "hmm": "--states", "dmm": "--num-iafs", "rbm": "--ais-steps"}
     assert set(own) == set(fit_cli.FAMILIES) == set(fit_cli.MODELS)
     for family, flag in own.items():
         assert _flags(family) >= common | {flag}
@@ -55,7 +55,7 @@ def test_every_family_parses_with_the_common_options_and_its_own():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm')"),
+    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm', 'rbm')"),
     ([], "required: FAMILY"),
     (["vae", "--states", "3", "--out", "x"],
      "unrecognized arguments for vae: --states 3; --states is an option of hmm"),
@@ -69,14 +69,18 @@ def test_bad_family_or_option_is_an_argparse_error(capsys, argv, message):
 
 
 def test_default_objective_is_the_familys():
-    from models import hmm, vae
+    from models import hmm, rbm, vae
 
     assert hmm.default_objective(argparse.Namespace(hmm_guide="enum")) == "enum"
     assert hmm.default_objective(argparse.Namespace(hmm_guide="amortized")) == "graph"
     assert vae.default_objective(argparse.Namespace()) == "trace"
+    assert rbm.default_objective(argparse.Namespace()) == "pcd"
 
 
-def _tiny(sequences: bool) -> Dataset:
+def _tiny(sequences: bool, binary: bool = False) -> Dataset:
+    if binary:
+        x = (torch.rand(6, 12) < 0.5).float()
+        return Dataset("tiny", x, x, x, binary=True)
     x = (torch.rand(6, 5, 4) < 0.5).float() if sequences else torch.poisson(torch.ones(6, 12))
     lengths = {s: torch.full((6,), 5) for s in ("train", "val", "test")} if sequences else {}
     return Dataset("tiny", x, x, x, binary=sequences, lengths=lengths)
@@ -87,15 +91,19 @@ def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_confi
     sequences = family in ("hmm", "dmm")
     small = {"vae": ["--latent-dim", "2", "--hidden", "8"], "ppca": ["--latent-dim", "2", "--hidden", "8"],
              "prodlda": ["--topics", "3"], "lda": ["--topics", "3"], "hmm": ["--states", "2"],
-             "dmm": ["--latent-dim", "2", "--rnn-dim", "4"]}[family]
+             "dmm": ["--latent-dim", "2", "--rnn-dim", "4"], "rbm": ["--hidden", "5"]}[family]
     args = fit_cli.build_parser().parse_args([family, "--out", "x", *small])
-    model = fit_cli.MODELS[family](args, _tiny(sequences))
+    binary = family == "rbm"
+    model = fit_cli.MODELS[family](args, _tiny(sequences, binary))
     # what inference.diagnose does: rebuild from metrics.json's config
-    again = fit_cli.MODELS[family](argparse.Namespace(**json.loads(json.dumps(vars(args)))), _tiny(sequences))
+    again = fit_cli.MODELS[family](argparse.Namespace(**json.loads(json.dumps(vars(args)))), _tiny(sequences, binary))
     assert type(again) is type(model)
     assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
     if sequences:  # a sequence model refuses data without lengths, naming the data sets with them
         with pytest.raises(ValueError, match="needs sequence data; valid choices for --data: jsb-chorales"):
+            fit_cli.MODELS[family](args, _tiny(False))
+    if binary:  # a binary RBM refuses data that are not binary, naming the way out
+        with pytest.raises(ValueError, match="not binary; use binarized-mnist, or --binarize dynamic"):
             fit_cli.MODELS[family](args, _tiny(False))
 
 

@@ -14,7 +14,11 @@ name                     estimator                       module
 ``rws:k``                :class:`RWS_ELBO`               :mod:`.rws`
 ``graph``                :class:`GraphELBO`              :mod:`.graph`
 ``enum``                 :class:`EnumELBO`               :mod:`.enum`
+``cd:k``, ``pcd:k``      :class:`ContrastiveDivergence`  :mod:`.contrastive`
 =======================  ==============================  =============
+
+``cd`` and ``pcd`` train energy-based models (``models.rbm``): not an ELBO, but the same
+``differentiable_loss`` shape, so :func:`pyro_gen.fit` trains them like the rest.
 
 :class:`LatentScale` (beta, KL annealing) wraps any of them. Pick one by name with
 :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
@@ -28,6 +32,7 @@ from typing import Callable
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from .common import check_particles, prepare
+from .contrastive import ContrastiveDivergence, EnergyDistribution
 from .dreg import DReG_ELBO, detached_parameters
 from .enum import EnumELBO, marked_for_enumeration
 from .graph import GraphELBO
@@ -36,7 +41,8 @@ from .renyi import RenyiBound
 from .rws import RWS_ELBO
 
 __all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "enum", "get", "names", "describe",
-           "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale", "detached_parameters",
+           "cd", "pcd", "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale",
+           "ContrastiveDivergence", "EnergyDistribution", "detached_parameters",
            "prepare", "devectorized", "marked_for_enumeration"]
 
 
@@ -92,6 +98,16 @@ def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
                     vectorize_particles=num_particles > 1)
 
 
+def cd(k: int = 1) -> ELBO:
+    """Contrastive divergence with k Gibbs sweeps from the data (Hinton 2002), for energy-based models."""
+    return ContrastiveDivergence(k)
+
+
+def pcd(k: int = 1) -> ELBO:
+    """Persistent contrastive divergence with k Gibbs sweeps per step (Tieleman 2008)."""
+    return ContrastiveDivergence(k, persistent=True)
+
+
 _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "trace": trace,
     "meanfield": meanfield,
@@ -102,11 +118,15 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "iwae-dreg": dreg,
     "rws": rws,
     "enum": enum,
+    "cd": cd,
+    "pcd": pcd,
 }
 
 
 def describe(elbo: ELBO) -> str:
     """A short description that tells objectives apart (class, particles, alpha)."""
+    if isinstance(elbo, ContrastiveDivergence):
+        return elbo.description
     parts = [f"k={elbo.num_particles}"]  # RWS_ELBO: insomnia is always 1
     if isinstance(elbo, RenyiELBO):
         parts.append(f"alpha={elbo.alpha:g}")
@@ -122,7 +142,7 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
     """An objective from a name, ``"name:arg"``, or an ELBO instance (returned as is).
 
     ``"iwae:5"`` and ``"dreg:5"`` give k=5; ``"renyi:0.5"`` gives alpha=0.5;
-    ``"trace:4"`` averages 4 particles. ``particles`` sets k (or the number of
+    ``"trace:4"`` averages 4 particles; ``"cd:25"`` and ``"pcd:1"`` give k Gibbs sweeps. ``particles`` sets k (or the number of
     particles) when the spec does not.
 
     Examples:
@@ -134,7 +154,7 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
         >>> objectives.get("vimco:5")
         Traceback (most recent call last):
         ...
-        ValueError: unknown objective 'vimco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, enum
+        ValueError: unknown objective 'vimco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, enum, cd, pcd
     """
     if isinstance(spec, ELBO):
         return spec
