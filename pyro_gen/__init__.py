@@ -7,7 +7,7 @@ The package is layered; each subpackage imports only the ones below it
 ``diagnostics``  PSIS, ArviZ InferenceData, SBC, MCMC, the compare harness
 ``metrics``      topic metrics
 ``figures``      plots and run reports
-``evaluate``     held-out ELBO, IWAE-k, bounds checks
+``evaluate``     held-out ELBO, IWAE-k, bounds checks, AIS and BDMC
 ``infer``        objectives (one estimator per module) and the training loop
 ``flows``        flow families as guides, priors and density models
 ``exact``        closed forms and hand-written recursions to check against
