@@ -59,3 +59,17 @@ def test_bad_data_is_named(rbm):
         rbm.check_data(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="hidden >= 1"):
         RBM(6, hidden=0)
+
+
+def test_log_z_keeps_the_largest_of_its_ais_starts():
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    big = RBM(24, hidden=24, init_scale=0.3)
+    data = torch.bernoulli(torch.full((200, 24), 0.3))
+    est = big.estimate_log_partition(data, steps=300, chains=20, seed=0)
+    assert set(est.runs) == {"data", "model"} and est.log_z == max(v[0] for v in est.runs.values())
+    assert big.log_z.item() == est.log_z
+    only = big.estimate_log_partition(data, steps=300, chains=20, seed=0, starts=("data",))
+    assert set(only.runs) == {"data"} and only.log_z == est.runs["data"][0]
+    with pytest.raises(ValueError, match="unknown AIS start\\(s\\) \\['prior'\\]; valid choices: data, model"):
+        big.estimate_log_partition(data, starts=("prior",))
