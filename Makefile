@@ -45,6 +45,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/flows_energy.py --toy --jobs 2
 	$(PY) benchmarks/scaling.py --steps 300 --rounds 3
 	$(PY) benchmarks/ais_eval.py
+	$(PY) benchmarks/discrete_mnist.py
+	$(PY) benchmarks/cvae_mnist.py
+	$(PY) benchmarks/ssvae_mnist.py --minutes 60
 
 clean:
 	rm -rf runs .pytest_cache docs/_build

@@ -8,7 +8,7 @@ Examples::
     python -m inference.fit hmm --data jsb-chorales --states 16 --epochs 80 --batch-size 229 --lr 0.05 --out runs/h
     python -m inference.fit dmm --data jsb-chorales --epochs 20 --batch-size 20 --kl-anneal 5 --out runs/d
     python -m inference.fit rbm --data binarized-mnist --objective pcd --optimizer sgd --lr 0.05 --out runs/r
-    python -m inference.fit vae --help     # the options of one family: vae, ppca, prodlda, lda, hmm, dmm, rbm
+    python -m inference.fit vae --help     # the options of one family: vae, ppca, prodlda, lda, hmm, dmm, rbm, sbn, catvae, ssvae, cvae
 
 Each family is a subcommand with the common options (``_common_options``) and its own, which its
 module in ``models/`` declares (``cli_options``, ``from_cli``; see ``models/__init__.py``).
@@ -63,6 +63,10 @@ FAMILIES: dict[str, tuple[str, str | None, str]] = {
     "hmm": ("models.hmm", None, "hidden Markov model, states summed out or amortized"),
     "dmm": ("models.dmm", None, "deep Markov model (Krishnan, Shalit & Sontag 2017)"),
     "rbm": ("models.rbm", None, "binary restricted Boltzmann machine, trained by CD-k or PCD"),
+    "sbn": ("models.sbn", None, "sigmoid belief network (binary latents), trained by vimco, rws or graph"),
+    "catvae": ("models.catvae", None, "VAE with categorical latents: discrete (vimco, graph) or Concrete-relaxed"),
+    "cvae": ("models.cvae", None, "conditional VAE completing images from 1-3 visible quadrants (or --baseline)"),
+    "ssvae": ("models.ssvae", None, "semi-supervised VAE, M2 (Kingma et al. 2014): labels enumerated where missing"),
 }
 
 
@@ -222,8 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"fitting {args.model} on {ds} with {args.objective} -> {out}", file=sys.stderr)
     if ds.lengths:
         return _fit_sequences(args, ds, model_obj, objective, out)
+    val = ds.val
+    if hasattr(module, "training_data"):  # a family that trains on more than x (labels and their mask)
+        train, val = module.training_data(args, ds, train)
     t0 = time.perf_counter()
-    result = fit(model_obj.model, model_obj.guide, train, val_data=ds.val, **_fit_options(args, out, objective))
+    # a model with a per-epoch schedule of its own (the Concrete temperature) steps it after each epoch
+    result = fit(model_obj.model, model_obj.guide, train, val_data=val, callback=getattr(model_obj, "anneal", None),
+                 **_fit_options(args, out, objective))
     wall = time.perf_counter() - t0
     if not _training_done():
         return {}
@@ -248,6 +257,10 @@ def main(argv: list[str] | None = None) -> dict:
     from pyro_gen.figures.plots import training_curves
 
     figures["training_curves"] = str(training_curves({args.objective: result.history}, out / "training_curves.png"))
+    if hasattr(module, "report"):  # the family's own numbers and figures (M2: test error, analogies)
+        extra, extra_figures = module.report(args, model_obj, ds, test, out)
+        evaluation.update(extra)
+        figures.update(extra_figures)
     if hasattr(model_obj, "topic_word"):  # topic models: coherence, perplexity, top words
         evaluation["topics"] = _topic_evaluation(model_obj, ds, test, evaluation, out)
         figures["top_words"] = evaluation["topics"].pop("figure")

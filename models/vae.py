@@ -39,6 +39,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from models import activation as activation_class, mlp
 from pyro_gen.data import check_data
 from pyro_gen.flows import FAMILIES, SCORABLE, FlowStack, check_family, conditional_flow_distribution
 
@@ -47,32 +48,13 @@ __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LIK
 #: The likelihoods p(x | z), ``"bernoulli"`` (logits; binary data), ``"continuous-bernoulli"`` (data in
 #: [0, 1]) or ``"gaussian"`` (real data; a learned per-dimension scale).
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
-
-
-def _activation(name: str) -> type[nn.Module]:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid choices: {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
-
-def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    act = _activation(activation)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
 class MLPEncoder(nn.Module):
     """x -> (loc, scale) of a diagonal Gaussian over z."""
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu"):
         super().__init__()
-        self.body = _mlp([x_dim, *hidden], activation)
-        self.act = _activation(activation)()
+        self.body = mlp([x_dim, *hidden], activation)
+        self.act = activation_class(activation)()
         self.feature_dim = hidden[-1] if hidden else x_dim
         self.head = nn.Linear(self.feature_dim, 2 * z_dim)
 
@@ -95,7 +77,7 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, z_dim: int, x_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu"):
         super().__init__()
-        self.net = _mlp([z_dim, *reversed(tuple(hidden)), x_dim], activation)
+        self.net = mlp([z_dim, *reversed(tuple(hidden)), x_dim], activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -108,7 +90,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         c, h, w = image_shape
         self.image_shape = tuple(image_shape)
-        act = _activation(activation)
+        act = activation_class(activation)
         self.conv = nn.Sequential(
             nn.Conv2d(c, channels, 4, 2, 1), act(),
             nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
@@ -140,7 +122,7 @@ class ConvDecoder(nn.Module):
         c, h, w = image_shape
         self.image_shape = tuple(image_shape)
         self.start = (2 * channels, math.ceil(h / 4), math.ceil(w / 4))
-        act = _activation(activation)
+        act = activation_class(activation)
         self.fc = nn.Sequential(nn.Linear(z_dim, math.prod(self.start)), act())
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),

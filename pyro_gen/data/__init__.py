@@ -4,17 +4,19 @@ The lowest layer of pyro_gen: it imports nothing else from the package. ``image_
 (and ``ImageFolderDataset``) load torchvision, so they are imported on first use.
 """
 
-from .checks import (as_tensors, batch_tuple, check_batch, check_data, check_for_models, check_sequences, data_args,
+from .checks import (as_tensors, batch_tuple, check_batch, check_binary, check_data, check_for_models, check_sequences, data_args,
                      is_torch_data, random_subset, time_mask)
 from .datasets import (KNOWN_SHA256, Dataset, DataNotFoundError, data_roots, find_file, load, names, read_idx,
                        safe_unpickle)
+from .labels import balanced_label_mask, check_labels, oversample_labeled
 from .memmap import MemmapDataset, write_memmap
 from .transforms import DynamicBinarize, Transformed
 
 __all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "read_idx", "DataNotFoundError",
            "KNOWN_SHA256", "DynamicBinarize", "Transformed", "MemmapDataset", "write_memmap", "image_folder",
-           "ImageFolderDataset", "check_data", "check_sequences", "check_batch", "check_for_models", "time_mask",
-           "random_subset", "as_tensors", "batch_tuple", "is_torch_data", "data_args"]
+           "ImageFolderDataset", "check_data", "check_binary", "check_sequences", "check_batch", "check_for_models", "time_mask",
+           "random_subset", "as_tensors", "batch_tuple", "is_torch_data", "data_args", "balanced_label_mask", "check_labels",
+           "oversample_labeled"]
 
 _LAZY = {"image_folder": "images", "ImageFolderDataset": "images"}
 

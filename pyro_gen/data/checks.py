@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["check_data", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset",
+__all__ = ["check_data", "check_binary", "check_sequences", "check_batch", "check_for_models", "time_mask", "random_subset",
            "as_tensors", "batch_tuple", "is_torch_data", "data_args"]
 
 
@@ -37,6 +37,22 @@ def check_data(x, what: str = "data", dim: int | None = None) -> torch.Tensor:
         rows = bad.any(dim=1).nonzero().flatten()
         kind = "NaN" if torch.isnan(x).any() else "inf"
         raise ValueError(f"{what} contains {kind} values in {len(rows)} row(s), first at row {rows[0].item()}")
+    return x
+
+
+def check_binary(x, what: str, dim: int | None = None) -> torch.Tensor:
+    """:func:`check_data`, and every value 0 or 1; ``what`` names the model in the message.
+
+    Examples:
+        >>> check_binary(torch.full((2, 3), 0.5), "the sigmoid belief network")
+        Traceback (most recent call last):
+        ...
+        ValueError: the sigmoid belief network: binary data (0 or 1) expected, but these values lie in [0.5, 0.5]: binarize them (--binarize dynamic, or x.bernoulli())
+    """
+    check_data(x, "data", dim)
+    if not ((x == 0) | (x == 1)).all():
+        raise ValueError(f"{what}: binary data (0 or 1) expected, but these values lie in [{x.min().item():g}, "
+                         f"{x.max().item():g}]: binarize them (--binarize dynamic, or x.bernoulli())")
     return x
 
 

@@ -267,3 +267,57 @@ def test_ais_eval_smoke(shared_data, tmp_path):
     for fig in ("bdmc_ppca.png", "rbm_pcd_samples.png", "rbm_pcd_filters.png"):
         assert (run_dir / fig).stat().st_size > 1000, fig
     assert json.loads((run_dir / "results.json").read_text())["results"]["rbm"]["cd1"] == out["rbm"]["cd1"]
+
+
+@pytest.mark.slow
+def test_discrete_mnist_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "discrete-latent benchmark")
+    run_dir = tmp_path / "discrete"
+    out = _last_json(_run("discrete_mnist.py", "--smoke", "--no-progress", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"sbn", "categorical"}
+    assert set(out["sbn"]) == {"graph", "vimco", "rws"} and set(out["categorical"]) == {"concrete", "vimco", "graph"}
+    for part in out.values():
+        for r in part.values():
+            assert set(r) == {"nll", "se", "seconds"}
+            # 20 steps: far from trained, but a proper bound on binary 784-pixel images
+            assert 100 < r["nll"] < 784 * math.log(2) + 50 and r["se"] > 0 and r["seconds"] > 0, r
+    saved = json.loads((run_dir / "results.json").read_text())
+    noise = saved["runs"]["sbn"]["vimco"]["gradient_noise"]
+    assert noise[0]["step"] == 0 and all(row["variance"] > 0 for row in noise)
+    for fig in ("gradient_variance.png", "sbn_samples.png", "categorical_training_curves.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig
+    proc = _run("discrete_mnist.py", "--parts", "sbn,hmm", "--smoke", env=_env(shared_data))
+    assert proc.returncode == 2 and "unknown part(s) hmm; valid choices: sbn, categorical" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ssvae_mnist_smoke(shared_data, tmp_path):
+    _need(shared_data, "torchvision", "semi-supervised benchmark")
+    run_dir = tmp_path / "ssvae"
+    out = _last_json(_run("ssvae_mnist.py", "--smoke", "--no-progress", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"labels"} and set(out["labels"]) == {"100", "600"}
+    for r in out["labels"].values():
+        assert set(r) == {"error", "seconds"} and 0 < r["error"] < 90 and r["seconds"] > 0, r  # 90: chance
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["runs"]["600"]["error_curve"][-1]["error"] == pytest.approx(out["labels"]["600"]["error"], abs=0.01)
+    for fig in ("analogies.png", "error_vs_time.png", "latent.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig
+    proc = _run("ssvae_mnist.py", "--labels", "105", "--smoke", env=_env(shared_data))
+    assert proc.returncode == 2 and "positive multiples of 10" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cvae_mnist_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "CVAE benchmark")
+    run_dir = tmp_path / "cvae"
+    out = _last_json(_run("cvae_mnist.py", "--smoke", "--no-progress", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"visible"} and set(out["visible"]) == {"1", "2", "3"}
+    for v, r in out["visible"].items():
+        assert set(r) == {"cvae", "baseline"}
+        hidden_pixels = 784 * (4 - int(v)) / 4
+        for name in ("cvae", "baseline"):  # nats over the hidden pixels: between 0 and coin flipping
+            assert 0 < r[name]["nll"] < hidden_pixels * 0.7 and r[name]["se"] > 0, r
+    for fig in ("completions_1_cvae.png", "completions_3_baseline.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig
+    proc = _run("cvae_mnist.py", "--visible", "1,4", "--smoke", env=_env(shared_data))
+    assert proc.returncode == 2 and "among 1, 2, 3" in proc.stderr

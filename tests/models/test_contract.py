@@ -3,7 +3,8 @@ SVI step under every objective, give every parameter a gradient, round-trip thro
 checkpoint and sample with the right shapes.
 
 An example's data is a tensor ``x`` (called as ``model(x)``) or a tuple such as padded
-sequences ``(x, lengths)`` (called as ``model(x, lengths)``). The objectives come from the
+sequences ``(x, lengths)`` (called as ``model(x, lengths)``) or partly labeled data
+``(x, y, mask)``. The objectives come from the
 instance's ``objectives`` attribute, else the module's ``OBJECTIVES``, else all of them;
 models whose latents are summed out (``enum``) or are sequences expose ``log_likelihood``,
 which the round trip compares instead of the per-point importance weights."""
@@ -73,7 +74,7 @@ def test_contract(file, example):
         assert torch.equal(a, b) and a.shape == (2, len(x))
 
     # the uses of a trained model
-    if len(batch) > 1:  # sequences: sample as many steps as the data has
+    if getattr(module, "SEQUENCES", False):  # sequences: sample as many steps as the data has
         assert net.sample(5, length=x.shape[1]).shape == (5, *x.shape[1:])
     else:
         assert net.sample(5).shape == (5, x.shape[1])

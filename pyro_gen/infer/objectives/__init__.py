@@ -12,6 +12,7 @@ name                     estimator                       module
 ``iwae:k``, ``renyi:a``  :class:`RenyiBound`             :mod:`.renyi`
 ``dreg:k``               :class:`DReG_ELBO`              :mod:`.dreg`
 ``rws:k``                :class:`RWS_ELBO`               :mod:`.rws`
+``vimco:k``              :class:`VIMCO`                  :mod:`.vimco`
 ``graph``                :class:`GraphELBO`              :mod:`.graph`
 ``enum``                 :class:`EnumELBO`               :mod:`.enum`
 ``cd:k``, ``pcd:k``      :class:`ContrastiveDivergence`  :mod:`.contrastive`
@@ -39,9 +40,10 @@ from .graph import GraphELBO
 from .latent_scale import LatentScale
 from .renyi import RenyiBound
 from .rws import RWS_ELBO
+from .vimco import VIMCO
 
-__all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "enum", "get", "names", "describe",
-           "cd", "pcd", "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "EnumELBO", "LatentScale",
+__all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "vimco", "enum", "get", "names", "describe",
+           "cd", "pcd", "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "VIMCO", "EnumELBO", "LatentScale",
            "ContrastiveDivergence", "EnergyDistribution", "detached_parameters",
            "prepare", "devectorized", "marked_for_enumeration"]
 
@@ -81,6 +83,11 @@ def rws(k: int = 5) -> ELBO:
     return RWS_ELBO(num_particles=check_particles(k))
 
 
+def vimco(k: int = 5) -> ELBO:
+    """IWAE-k with VIMCO's leave-one-out score-function gradients for discrete guides (Mnih & Rezende 2016)."""
+    return VIMCO(num_particles=check_particles(k))
+
+
 def enum(num_particles: int = 1, max_plate_nesting: int | None = None) -> ELBO:
     """The ELBO with discrete model sites summed out exactly: ``TraceEnum_ELBO``.
 
@@ -117,6 +124,7 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "dreg": dreg,
     "iwae-dreg": dreg,
     "rws": rws,
+    "vimco": vimco,
     "enum": enum,
     "cd": cd,
     "pcd": pcd,
@@ -151,10 +159,14 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
         'RenyiBound(k=5, alpha=0)'
         >>> objectives.get("trace", particles=4).num_particles
         4
-        >>> objectives.get("vimco:5")
+        >>> objectives.get("vimco:1")
         Traceback (most recent call last):
         ...
-        ValueError: unknown objective 'vimco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, enum, cd, pcd
+        ValueError: VIMCO needs k >= 2 samples (its baselines leave one out), got k=1
+        >>> objectives.get("vmco:5")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown objective 'vmco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, vimco, enum, cd, pcd
     """
     if isinstance(spec, ELBO):
         return spec
@@ -179,9 +191,9 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
 
 def devectorized(elbo: ELBO) -> ELBO | None:
     """The same objective drawing its particles one at a time (Pyro's ``vectorize_particles=False``),
-    or None where there is nothing to change (one particle) or no such form (DReG and RWS need
+    or None where there is nothing to change (one particle) or no such form (DReG, RWS and VIMCO need
     all particles in one trace)."""
-    if not getattr(elbo, "vectorize_particles", False) or isinstance(elbo, (DReG_ELBO, RWS_ELBO)):
+    if not getattr(elbo, "vectorize_particles", False) or isinstance(elbo, (DReG_ELBO, RWS_ELBO, VIMCO)):
         return None
     clone = copy.copy(elbo)
     clone.vectorize_particles = False

@@ -65,8 +65,10 @@ def log_densities(model_trace, guide_trace, reparameterized: bool = True) -> tup
                     "with baselines), 'rws' (reweighted wake-sleep) or enumerate the site in the model"
                 )
             log_q = log_q + torch_sum(site["log_prob"], sum_dims)
-    if not torch.is_tensor(log_p) or not torch.is_tensor(log_q):
-        raise ValueError("the model and guide have no sample sites: there is nothing to infer")
+    if not torch.is_tensor(log_p):
+        raise ValueError("the model has no sample sites: there is nothing to score")
+    if not torch.is_tensor(log_q):  # no latent variables (an empty guide): the weight is log p(x) itself
+        log_q = torch.zeros_like(log_p)
     return log_p, log_q
 
 
