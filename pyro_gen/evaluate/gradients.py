@@ -29,7 +29,9 @@ class GradientNoise:
         variance: the total variance, the sum over coordinates of each coordinate's variance
             (the trace of the estimate's covariance).
         mean_norm2: the squared norm of the mean estimate (the signal).
-        snr: the mean over coordinates of |mean| / standard deviation.
+        snr: the signal-to-noise ratio ``||E g|| / sqrt(tr Cov g)`` of one estimate g, with
+            ``||E g||^2`` estimated without bias as ``mean_norm2 - variance / draws`` (0 where
+            the noise swamps the signal).
         draws: the number of estimates.
     """
 
@@ -79,7 +81,7 @@ def gradient_variance(elbo, model: Callable, guide: Callable, *args, parameters:
     for p, g in zip(params, saved):
         p.grad = g
     g = torch.stack(estimates).double()
-    mean, std = g.mean(0), g.std(0)
-    snr = (mean.abs() / std.clamp_min(1e-30))[std > 0]
-    return GradientNoise(variance=std.pow(2).sum().item(), mean_norm2=mean.pow(2).sum().item(),
-                         snr=snr.mean().item() if len(snr) else float("nan"), draws=draws)
+    variance, mean_norm2 = g.var(0).sum().item(), g.mean(0).pow(2).sum().item()
+    signal = max(0.0, mean_norm2 - variance / draws)  # E||mean of n draws||^2 = ||E g||^2 + tr Cov / n
+    snr = (signal / variance) ** 0.5 if variance > 0 else float("inf")
+    return GradientNoise(variance=variance, mean_norm2=mean_norm2, snr=snr, draws=draws)

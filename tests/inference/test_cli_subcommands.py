@@ -44,7 +44,8 @@ def test_every_family_parses_with_the_common_options_and_its_own():
     common = _flags("vae") & _flags("hmm")
     assert {"--data", "--objective", "--epochs", "--out", "--resume", "--eval-n", "--beta"} <= common
     own = {"vae": "--guide-flow", "ppca": "--ppca-ard", "prodlda": "--topics", "lda": "--topics",
-           "hmm": "--states", "dmm": "--num-iafs", "rbm": "--ais-steps"}
+           "hmm": "--states", "dmm": "--num-iafs", "rbm": "--ais-steps", "sbn": "--latent-dim", "catvae": "--relaxed",
+           "ssvae": "--labels", "cvae": "--visible"}
     assert set(own) == set(fit_cli.FAMILIES) == set(fit_cli.MODELS)
     for family, flag in own.items():
         assert _flags(family) >= common | {flag}
@@ -55,7 +56,7 @@ def test_every_family_parses_with_the_common_options_and_its_own():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm', 'rbm')"),
+    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm', 'rbm', 'sbn', 'catvae', 'cvae', 'ssvae')"),
     ([], "required: FAMILY"),
     (["vae", "--states", "3", "--out", "x"],
      "unrecognized arguments for vae: --states 3; --states is an option of hmm"),
@@ -69,18 +70,24 @@ def test_bad_family_or_option_is_an_argparse_error(capsys, argv, message):
 
 
 def test_default_objective_is_the_familys():
-    from models import hmm, rbm, vae
+    from models import catvae, cvae, hmm, rbm, sbn, ssvae, vae
 
     assert hmm.default_objective(argparse.Namespace(hmm_guide="enum")) == "enum"
     assert hmm.default_objective(argparse.Namespace(hmm_guide="amortized")) == "graph"
     assert vae.default_objective(argparse.Namespace()) == "trace"
     assert rbm.default_objective(argparse.Namespace()) == "pcd"
+    assert sbn.default_objective(argparse.Namespace()) == "vimco:5"
+    assert catvae.default_objective(argparse.Namespace(relaxed=False)) == "vimco:5"
+    assert catvae.default_objective(argparse.Namespace(relaxed=True)) == "trace"
+    assert ssvae.default_objective(argparse.Namespace()) == "enum"
+    assert not hasattr(cvae, "default_objective")  # trace
 
 
 def _tiny(sequences: bool, binary: bool = False) -> Dataset:
-    if binary:
-        x = (torch.rand(6, 12) < 0.5).float()
-        return Dataset("tiny", x, x, x, binary=True)
+    if binary:  # binary 4x4 images with labels: what every binary family takes
+        x = (torch.rand(6, 16) < 0.5).float()
+        labels = {s: torch.tensor([0, 1, 2, 0, 1, 2]) for s in ("train", "val", "test")}
+        return Dataset("tiny", x, x, x, image_shape=(1, 4, 4), binary=True, labels=labels)
     x = (torch.rand(6, 5, 4) < 0.5).float() if sequences else torch.poisson(torch.ones(6, 12))
     lengths = {s: torch.full((6,), 5) for s in ("train", "val", "test")} if sequences else {}
     return Dataset("tiny", x, x, x, binary=sequences, lengths=lengths)
@@ -91,9 +98,11 @@ def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_confi
     sequences = family in ("hmm", "dmm")
     small = {"vae": ["--latent-dim", "2", "--hidden", "8"], "ppca": ["--latent-dim", "2", "--hidden", "8"],
              "prodlda": ["--topics", "3"], "lda": ["--topics", "3"], "hmm": ["--states", "2"],
-             "dmm": ["--latent-dim", "2", "--rnn-dim", "4"], "rbm": ["--hidden", "5"]}[family]
+             "dmm": ["--latent-dim", "2", "--rnn-dim", "4"], "rbm": ["--hidden", "5"], "sbn": ["--latent-dim", "3"],
+             "catvae": ["--vars", "2", "--classes", "3", "--hidden", "8"], "ssvae": ["--latent-dim", "2", "--hidden", "8"],
+             "cvae": ["--latent-dim", "2", "--hidden", "8", "--visible", "2"]}[family]
     args = fit_cli.build_parser().parse_args([family, "--out", "x", *small])
-    binary = family == "rbm"
+    binary = family in ("rbm", "sbn", "catvae", "ssvae", "cvae")
     model = fit_cli.MODELS[family](args, _tiny(sequences, binary))
     # what inference.diagnose does: rebuild from metrics.json's config
     again = fit_cli.MODELS[family](argparse.Namespace(**json.loads(json.dumps(vars(args)))), _tiny(sequences, binary))
@@ -102,8 +111,8 @@ def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_confi
     if sequences:  # a sequence model refuses data without lengths, naming the data sets with them
         with pytest.raises(ValueError, match="needs sequence data; valid choices for --data: jsb-chorales"):
             fit_cli.MODELS[family](args, _tiny(False))
-    if binary:  # a binary RBM refuses data that are not binary, naming the way out
-        with pytest.raises(ValueError, match="not binary; use binarized-mnist, or --binarize dynamic"):
+    if family in ("rbm", "sbn", "catvae", "cvae"):  # binary models refuse data that are not, naming the way out
+        with pytest.raises(ValueError, match="not binary|needs binary images"):
             fit_cli.MODELS[family](args, _tiny(False))
 
 

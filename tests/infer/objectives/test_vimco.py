@@ -193,3 +193,25 @@ def test_enumerated_elbo_equals_the_exact_sum():
     g1 = torch.autograd.grad(loss, enc.weight)[0]
     g2 = torch.autograd.grad(-(q * (log_joint - q.log())).sum(), enc.weight)[0]
     assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_gradient_variance_against_a_known_spread():
+    """evaluate.gradient_variance on an objective whose gradient is known in distribution: for
+    loss = -(theta . eps) with eps ~ N(mu, s^2 I), the estimate is -eps: variance d s^2, ||E g||^2 = |mu|^2."""
+    from pyro_gen.evaluate import gradient_variance
+
+    theta = torch.nn.Parameter(torch.zeros(50))
+    mu = torch.full((50,), 0.3)
+
+    class Noisy:
+        def differentiable_loss(self, model, guide, *args):
+            return -(theta * (mu + 2.0 * torch.randn(50))).sum()
+
+    before = torch.get_rng_state()
+    g = gradient_variance(Noisy(), None, None, parameters=[theta], draws=400, seed=0)
+    assert torch.equal(torch.get_rng_state(), before)  # the global random state is left as it was
+    assert g.variance == pytest.approx(50 * 4.0, rel=0.1)
+    assert g.snr == pytest.approx((50 * 0.09) ** 0.5 / (50 * 4.0) ** 0.5, rel=0.2)
+    assert theta.grad is None
+    with pytest.raises(ValueError, match="draws >= 2"):
+        gradient_variance(Noisy(), None, None, parameters=[theta], draws=1)
