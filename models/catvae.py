@@ -101,6 +101,7 @@ class CategoricalVAE(PyroModule):
 
     @property
     def z_dim(self) -> int:
+        """The length of the flattened code, n_vars * n_classes."""
         return self.n_vars * self.n_classes
 
     # --- the two Pyro programs -------------------------------------------------------

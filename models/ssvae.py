@@ -40,7 +40,7 @@ from pyro_gen.data import balanced_label_mask, check_data, check_labels, oversam
 
 __all__ = ["SSVAE", "OBJECTIVES", "examples"]
 
-#: y is summed out by enumeration: the objective is ``enum`` (``TraceEnum_ELBO``).
+#: The objective is ``enum`` (``TraceEnum_ELBO``), which sums y out by enumeration.
 OBJECTIVES = ["enum"]
 
 

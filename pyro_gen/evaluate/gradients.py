@@ -41,6 +41,7 @@ class GradientNoise:
     draws: int
 
     def as_dict(self) -> dict:
+        """The four numbers by name, for JSON."""
         return {"variance": self.variance, "mean_norm2": self.mean_norm2, "snr": self.snr, "draws": self.draws}
 
 
