@@ -38,7 +38,7 @@ from pyro_gen.data import check_binary
 
 __all__ = ["CVAE", "MaskedBaseline", "quadrant_mask", "OBJECTIVES", "examples"]
 
-#: The objectives of the CVAE (continuous z: every reparameterized one); the baseline lists its own.
+#: The objectives the CVAE trains with, every reparameterized one; the baseline lists its own.
 OBJECTIVES = ["trace", "meanfield", "iwae:3", "dreg:3"]
 
 # The quadrants shown for 1, 2 and 3 visible: top-left; the top half; all but bottom-right.
