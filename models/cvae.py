@@ -88,6 +88,12 @@ class _Completion(PyroModule):
         probs = self.predict(x, n)
         return torch.where(self.shown, x, probs)
 
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """n completions of a blank input (every visible pixel 0): (n, x_dim); the baseline's are all one."""
+        probs = self.complete(torch.zeros(1, self.x_dim, device=self.shown.device), n)[:, 0]
+        return probs if mean else torch.bernoulli(probs)
+
 
 class CVAE(_Completion):
     """The conditional VAE for completing images from ``visible`` quadrants.
@@ -148,13 +154,6 @@ class CVAE(_Completion):
         z = self._gaussian(self.prior_net(xv)).sample((n,))
         return torch.sigmoid(self.generation_net(torch.cat([z, xv.expand(n, *xv.shape)], -1)))
 
-    @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
-        """Completions of a blank input (every visible pixel 0): (n, x_dim)."""
-        blank = torch.zeros(1, self.x_dim, device=self.shown.device)
-        probs = self.complete(blank, n)[:, 0]
-        return probs if mean else torch.bernoulli(probs)
-
 
 class MaskedBaseline(_Completion):
     """The deterministic baseline: y ~ Bernoulli(net(x_v)), a network of the CVAE's widths.
@@ -184,12 +183,6 @@ class MaskedBaseline(_Completion):
     def predict(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
         """The (single) prediction, repeated n times: (n, N, x_dim)."""
         return torch.sigmoid(self.net(self.inputs(x))).expand(n, *x.shape)
-
-    @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
-        """The completion of a blank input, n times: (n, x_dim)."""
-        probs = self.complete(torch.zeros(1, self.x_dim, device=self.shown.device), n)[:, 0]
-        return probs if mean else torch.bernoulli(probs)
 
 
 def examples(seed: int = 0) -> dict[str, tuple[_Completion, torch.Tensor]]:

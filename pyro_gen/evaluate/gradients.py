@@ -11,7 +11,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -42,7 +42,7 @@ class GradientNoise:
 
     def as_dict(self) -> dict:
         """The four numbers by name, for JSON."""
-        return {"variance": self.variance, "mean_norm2": self.mean_norm2, "snr": self.snr, "draws": self.draws}
+        return asdict(self)
 
 
 def gradient_variance(elbo, model: Callable, guide: Callable, *args, parameters: Iterable[torch.nn.Parameter],
