@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/discrete_mnist.py
 	$(PY) benchmarks/cvae_mnist.py
 	$(PY) benchmarks/ssvae_mnist.py --minutes 60
+	$(PY) benchmarks/disentangle.py
+	$(PY) benchmarks/vqvae_mnist.py
 
 clean:
 	rm -rf runs .pytest_cache docs/_build

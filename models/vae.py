@@ -275,7 +275,7 @@ class VAE(PyroModule):
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
         if self.likelihood == "continuous-bernoulli":
             return dist.ContinuousBernoulli(logits=out, validate_args=False).to_event(1)
-        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+        return dist.Normal(out, self.log_scale.exp(), validate_args=False).to_event(1)
 
     def _kl_weight(self):
         """beta weighs log p(z) and log q(z|x) while training; evaluation sees the true model."""

@@ -5,7 +5,7 @@ The package is layered; each subpackage imports only the ones below it
 
 ===============  ===========================================================
 ``diagnostics``  PSIS, ArviZ InferenceData, SBC, MCMC, the compare harness
-``metrics``      topic metrics
+``metrics``      topic metrics; ``disentanglement``: MIG, DCI, FactorVAE score, SAP
 ``figures``      plots and run reports
 ``evaluate``     held-out ELBO, IWAE-k, bounds checks, AIS and BDMC
 ``infer``        objectives (one estimator per module) and the training loop
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 #: The package version.
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("infer", "evaluate", "diagnostics", "flows", "data", "exact", "metrics", "figures")
+_SUBPACKAGES = ("infer", "evaluate", "diagnostics", "flows", "data", "exact", "metrics", "figures", "disentanglement")
 
 # Modules that moved into a subpackage: ``pyro_gen.objectives`` and the like keep working
 # as attributes (``from pyro_gen import objectives``, ``pyro_gen.objectives.get("iwae:5")``).
@@ -45,7 +45,7 @@ _MOVED = {
 __all__ = ["fit", "FitResult", *_SUBPACKAGES, *_MOVED, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import data, diagnostics, evaluate, exact, figures, flows, infer, metrics
+    from . import data, diagnostics, disentanglement, evaluate, exact, figures, flows, infer, metrics
     from .infer import objectives
     from .infer.train import FitResult, fit
 

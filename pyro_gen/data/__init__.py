@@ -10,13 +10,14 @@ from .datasets import (KNOWN_SHA256, Dataset, DataNotFoundError, data_roots, fin
                        safe_unpickle)
 from .labels import balanced_label_mask, check_labels, oversample_labeled
 from .memmap import MemmapDataset, write_memmap
+from .shapes import Shapes, ShapesGrid, render as render_shapes
 from .transforms import DynamicBinarize, Transformed
 
 __all__ = ["Dataset", "load", "names", "data_roots", "find_file", "safe_unpickle", "read_idx", "DataNotFoundError",
            "KNOWN_SHA256", "DynamicBinarize", "Transformed", "MemmapDataset", "write_memmap", "image_folder",
            "ImageFolderDataset", "check_data", "check_binary", "check_sequences", "check_batch", "check_for_models", "time_mask",
            "random_subset", "as_tensors", "batch_tuple", "is_torch_data", "data_args", "balanced_label_mask", "check_labels",
-           "oversample_labeled"]
+           "oversample_labeled", "Shapes", "ShapesGrid", "render_shapes"]
 
 _LAZY = {"image_folder": "images", "ImageFolderDataset": "images"}
 

@@ -73,6 +73,10 @@ class Dataset:
     lengths: dict[str, torch.Tensor] = field(default_factory=dict)
     #: The word of each column, for bag-of-words data (None otherwise).
     vocab: list[str] | None = None
+    #: The known factors of variation of each row, by split, as integer indices (N, F), for data
+    #: rendered from factors (``shapes``); empty otherwise. Their names are :attr:`factor_names`.
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
+    factor_names: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -185,6 +189,25 @@ def _digits(data_root=None, download=False, seed=0, binarize=True) -> Dataset:
     y = torch.as_tensor(bunch.target, dtype=torch.long)
     xs, ys = _split(x, 250, 250, seed, y)
     return Dataset("digits", xs["train"], xs["val"], xs["test"], (1, 8, 8), binarize, ys)
+
+
+def _shapes(variant: str, n_train: int | None, n_val: int, n_test: int) -> Callable[..., Dataset]:
+    """A loader of procedural shapes (:mod:`pyro_gen.data.shapes`): the whole grid split three ways,
+    or a seeded subset of ``n_train`` training images when the grid is too large to hold as floats."""
+
+    def load(data_root=None, download=False, seed=0) -> Dataset:
+        from .shapes import FACTORS, Shapes
+
+        ds = Shapes(variant)
+        n = len(ds) if n_train is None else n_train + n_val + n_test
+        index = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+        parts = {"test": index[:n_test], "val": index[n_test:n_test + n_val], "train": index[n_test + n_val:]}
+        xs = {k: ds.images(idx) for k, idx in parts.items()}
+        fs = {k: ds.grid.factors(idx) for k, idx in parts.items()}
+        name = "shapes" if variant == "full" else f"shapes-{variant}"
+        return Dataset(name, xs["train"], xs["val"], xs["test"], ds.image_shape, True, factors=fs, factor_names=FACTORS)
+
+    return load
 
 
 def _read_amat(path: Path) -> np.ndarray:
@@ -370,6 +393,8 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "frey-faces": _frey_faces,
     "20newsgroups": _newsgroups,
     "jsb-chorales": _jsb_chorales,
+    "shapes": _shapes("full", 50_000, 5_000, 5_000),
+    "shapes-small": _shapes("small", None, 500, 500),
 }
 
 
@@ -388,7 +413,10 @@ def load(name: str, data_root: str | os.PathLike | None = None, download: bool =
             unpacked, read in place; grey values in [0, 1], labels set),
             ``frey-faces`` (20x28 grey faces in [0, 1]), ``20newsgroups`` (word
             counts, ``vocab`` set), ``jsb-chorales`` (piano rolls (N, T, 88),
-            ``lengths`` set).
+            ``lengths`` set), ``shapes`` (a seeded 60,000 of the 737,280 procedural
+            64x64 shapes of dSprites' factor grid, :mod:`pyro_gen.data.shapes`; the whole grid
+            streams from :class:`pyro_gen.data.Shapes`) and ``shapes-small`` (all 4,608 of the
+            32x32 test grid), both with ``factors`` set.
         data_root: folder to search first (see module docstring).
         download: fetch a missing file from its canonical source.
         seed: seed of the fixed train/val/test split where the source has none.

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent, MultivariateNormal, Normal
+from pyro.distributions import ImproperUniform, Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence
 
 from ..data import check_batch, check_data, check_for_models
@@ -142,6 +142,28 @@ def log_weights(model, guide, x, k: int, max_plate_nesting: int | None = None,
                               lambda: devectorized(bound).log_weights(model, guide, *batch))
 
 
+def refuse_improper(model, guide, batch: tuple) -> None:
+    """Refuse a model with an improper prior (``ImproperUniform``, as an autoencoder's): its ELBO and
+    IWAE values are numbers, but no bound on any log-likelihood. Runs model and guide once on two
+    rows, its random draws on a forked stream: the caller's random state is left as it was.
+
+    Raises:
+        ValueError: naming the site.
+    """
+    devices = [batch[0].device] if batch[0].is_cuda else []
+    with pyro.validation_enabled(False), torch.no_grad(), torch.random.fork_rng(devices=devices):
+        guide_trace = poutine.trace(guide).get_trace(*_rows(batch, 0, 2))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*_rows(batch, 0, 2))
+    for name, site in model_trace.nodes.items():
+        fn = site.get("fn")
+        while fn is not None and not isinstance(fn, ImproperUniform) and hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        if site["type"] == "sample" and isinstance(fn, ImproperUniform):
+            raise ValueError(f"model site {name!r} has an improper (flat) prior, so this model has no likelihood and "
+                             "its ELBO or IWAE value bounds nothing (an autoencoder): report its reconstruction "
+                             "error instead")
+
+
 def _is_local(log_w: torch.Tensor, n: int) -> bool:
     """One weight per particle and data point: (k, N), possibly with singleton plate dims between."""
     return log_w.dim() >= 2 and log_w.shape[-1] == n and log_w.numel() == log_w.shape[0] * n
@@ -192,6 +214,7 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500, seed: 
     seed = _sharded_seed(seed, world)
     mods, was = _modules_eval(model, guide)
     try:
+        refuse_improper(model, guide, batch)
         parts, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
         if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
             _reseed(seed, 0, batch_size)  # every process scores the whole data set, from the same seed
@@ -245,6 +268,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))
     mods, was = _modules_eval(model, guide)
     try:
+        refuse_improper(model, guide, batch)
         out, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
         if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
             _reseed(seed, 0, batch_size)

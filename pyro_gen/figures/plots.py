@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["image_grid", "reconstructions", "samples", "interpolation", "latent_scatter", "latent_manifold",
+__all__ = ["latent_traversal", "kl_per_dimension", "metric_vs_reconstruction", "image_grid", "reconstructions", "samples", "interpolation", "latent_scatter", "latent_manifold",
            "training_curves"]
 
 
@@ -129,4 +129,58 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], path, key_x: str
     ax.set_title("training curves")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def latent_traversal(decode: Callable, z: torch.Tensor, order: Sequence[int], image_shape: Sequence[int], path,
+                     span: float = 2.5, steps: int = 9, labels: Sequence[str] | None = None,
+                     title: str = "latent traversals") -> Path:
+    """One row per latent in ``order`` (e.g. by decreasing KL): the decoding of the code ``z`` (z_dim,)
+    with that latent swept over ``[-span, span]`` in ``steps`` steps, the others held."""
+    from torchvision.utils import make_grid
+
+    plt = _plt()
+    values = torch.linspace(-span, span, steps, dtype=z.dtype, device=z.device)
+    rows = []
+    with torch.no_grad():
+        for d in order:
+            codes = z.expand(steps, -1).clone()
+            codes[:, d] = values
+            rows.append(decode(codes).cpu())
+    grid = make_grid(_as_images(torch.cat(rows), image_shape), nrow=steps, padding=1, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(steps * 0.7 + 1.2, len(rows) * 0.7 + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray" if grid.shape[0] == 1 else None, interpolation="nearest")
+    cell = grid.shape[1] / max(len(rows), 1)
+    ax.set_yticks([cell * (i + 0.5) for i in range(len(rows))])
+    ax.set_yticklabels(labels if labels is not None else [f"z{d}" for d in order], fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(f"{title} ({-span:g} to {span:g})", fontsize=9)
+    return _save(fig, path)
+
+
+def kl_per_dimension(kls: Mapping[str, Sequence[float]], path, title: str = "KL per latent dimension (sorted)") -> Path:
+    """Each method's KL per latent dimension in nats, sorted in decreasing order, as grouped bars."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(len(kls), 1)
+    for i, (name, values) in enumerate(kls.items()):
+        v = sorted((float(x) for x in values), reverse=True)
+        ax.bar([j + i * width for j in range(len(v))], v, width=width, label=name)
+    ax.set_xlabel("latent dimension (by decreasing KL)")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def metric_vs_reconstruction(points: Mapping[str, Sequence[tuple[float, float]]], path, metric: str = "MIG") -> Path:
+    """Each method's runs as points (reconstruction error, metric): the trade-off between them."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, pts in points.items():
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=name, s=28)
+    ax.set_xlabel("reconstruction error, -log p(x | z) (nats per image)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against reconstruction, one point per run", fontsize=9)
+    ax.legend(fontsize=7)
     return _save(fig, path)

@@ -37,8 +37,9 @@ operations between two structure checks (a counter, the time, a flag set by a ca
 model trains with ``fast=False``.
 
 Objectives served: ``trace`` (score-function sites included), ``meanfield``, ``iwae``/``renyi``,
-``dreg``, ``rws`` and ``enum``. Others (``graph``, whose baselines keep running averages in
-Python, and user-written ELBOs) use the standard path. So do Pyro's validation checks
+``dreg``, ``rws``, ``enum``, ``betatc`` and ``dipvae``. Others (``graph``, whose baselines keep running averages in
+Python; ``capacity`` and ``factorvae``, whose step count and discriminator live in Python; and
+user-written ELBOs) use the standard path. So do Pyro's validation checks
 (``validate=True``), reduced precision and ``compile``.
 
 Written here because torch and Pyro lack it: the per-objective losses without the value reads
@@ -68,7 +69,7 @@ from torch.distributions import kl_divergence
 from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, make_fx
 from torch.overrides import TorchFunctionMode
 
-from .objectives import LatentScale, RenyiBound, RWS_ELBO
+from .objectives import BetaTC_ELBO, DIPVAE_ELBO, LatentScale, RenyiBound, RWS_ELBO
 from .params import modules_of
 
 __all__ = ["FastLoss", "structure", "supports", "unsupported", "AUTO_MIN_STEPS"]
@@ -152,7 +153,7 @@ def _own_loss(elbo, model, guide, args, kwargs):
 
 
 def _loss_of(elbo) -> Callable | None:
-    if isinstance(elbo, (RenyiBound, RWS_ELBO)):  # DReG_ELBO is a RenyiBound
+    if isinstance(elbo, (RenyiBound, RWS_ELBO, BetaTC_ELBO, DIPVAE_ELBO)):  # DReG_ELBO is a RenyiBound
         return _own_loss
     if isinstance(elbo, TraceEnum_ELBO):
         return _enum_loss
@@ -169,8 +170,10 @@ def supports(elbo) -> bool:
 def unsupported(elbo) -> str:
     """Why the fast path does not serve this objective."""
     why = {"GraphELBO": "its baselines keep running averages in Python",
+           "CapacityELBO": "its target capacity is a step count kept in Python",
+           "FactorVAE_ELBO": "its discriminator takes an optimizer step of its own inside the loss",
            "ContrastiveDivergence": "its Gibbs chains are drawn in Python between the recorded passes"}
-    return (f"it serves trace, meanfield, iwae, renyi, dreg, rws and enum, not {type(elbo).__name__} ("
+    return (f"it serves trace, meanfield, iwae, renyi, dreg, rws, enum, betatc and dipvae, not {type(elbo).__name__} ("
             f"{why.get(type(elbo).__name__, 'an objective of your own may read values')})")
 
 

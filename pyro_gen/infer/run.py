@@ -263,7 +263,9 @@ class Run:
         if isinstance(self.elbo, _objectives.ContrastiveDivergence):  # nothing to record: say so quietly
             _LOG.info("fast path not tried: %s", unsupported(self.elbo))
             return None
+        stateful = [type(m).__name__ for m in self.modules if getattr(m, "fast_path", True) is False]
         reason = (None if supports(self.elbo) else unsupported(self.elbo)) or \
+            (f"{stateful[0]} updates its own state while training (its fast_path = False)" if stateful else None) or \
             (f"precision {precision!r} (it records full precision)" if precision != "32" else None) or \
             ("compile=True compiles the networks instead" if compile else None)
         if reason is not None:

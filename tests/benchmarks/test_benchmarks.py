@@ -321,3 +321,36 @@ def test_cvae_mnist_smoke(shared_data, tmp_path):
         assert (run_dir / fig).stat().st_size > 1000, fig
     proc = _run("cvae_mnist.py", "--visible", "1,4", "--smoke", env=_env(shared_data))
     assert proc.returncode == 2 and "among 1, 2, 3" in proc.stderr
+
+
+def test_disentangle_smoke(tmp_path):
+    """No data files: the shapes are rendered. Every method trains and is scored; the figures exist."""
+    run_dir = tmp_path / "disentangle"
+    out = _last_json(_run("disentangle.py", "--smoke", "--no-progress", "--out", str(run_dir), env=_env()))
+    assert set(out) == {"vae", "beta_vae", "beta_tcvae", "factor_vae", "ae", "target"}
+    for method in ("vae", "beta_vae", "beta_tcvae", "factor_vae", "ae"):
+        r = out[method]
+        assert all(0 <= r[m] <= 1 for m in ("mig", "dci", "factorvae", "sap")), r
+        # 30 steps on 32x32 binary images: worse than trained, better than coin flipping on every pixel
+        assert 0 < r["recon"] < 1024 * math.log(2) and r["mig_sd"] is None, r
+    assert isinstance(out["target"]["ratio_at_least_2"], bool) and len(out["target"]["mig_ranking_per_seed"]) == 1
+    for fig in ("traversals_beta_tcvae.png", "kl_per_dim.png", "mig_vs_recon.png", "samples_vae_vs_ae.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig
+    proc = _run("disentangle.py", "--methods", "vae,pca", "--smoke", env=_env())
+    assert proc.returncode == 2 and "unknown method(s) pca; valid choices: vae, beta_vae" in proc.stderr
+
+
+def test_vqvae_mnist_smoke(shared_data, tmp_path):
+    _need(shared_data, "binarized_mnist", "VQ-VAE benchmark")
+    _need(shared_data, "torchvision", "VQ-VAE benchmark")
+    run_dir = tmp_path / "vqvae"
+    out = _last_json(_run("vqvae_mnist.py", "--smoke", "--no-progress", "--out", str(run_dir), env=_env(shared_data)))
+    assert set(out) == {"binarized-mnist", "fashion-mnist"}
+    for part in out.values():
+        vq, vae = part["vqvae"], part["vae"]
+        # one epoch on 1,000 images: bounds between a trained model's and coin flipping (1 bit per pixel)
+        assert 0 < vq["bits_per_dim"] <= vq["bits_per_dim_uniform"] + 0.05 and vq["bits_per_dim_uniform"] < 1.5, vq
+        assert 0 < vae["bits_per_dim"] < 1.5 and 1 <= vq["perplexity"] <= 16, part
+        assert abs(vq["parameters"] - vae["parameters"]) < 0.15 * vae["parameters"], part
+    for fig in ("binarized-mnist_samples_vqvae.png", "fashion-mnist_reconstructions_vae.png"):
+        assert (run_dir / fig).stat().st_size > 1000, fig

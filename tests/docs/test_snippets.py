@@ -26,6 +26,7 @@ SECTIONS = {
     "docs/guide/evaluation.md :: ## Tighter bounds: AIS and BDMC": (False, False),
     "docs/guide/energy.md :: # Energy-based models: the RBM": (True, False),
     "docs/guide/discrete.md :: ## Partly labeled data": (True, False),
+    "docs/guide/representations.md :: ## Metrics": (False, False),
     "docs/guide/scale.md :: ## Training on your own data": (True, True),
     "docs/guide/flows.md :: # Flows": (True, False),
     "docs/guide/prescribed.md :: ## Sequences: HMMs and deep Markov models": (True, True),

@@ -45,7 +45,7 @@ def test_every_family_parses_with_the_common_options_and_its_own():
     assert {"--data", "--objective", "--epochs", "--out", "--resume", "--eval-n", "--beta"} <= common
     own = {"vae": "--guide-flow", "ppca": "--ppca-ard", "prodlda": "--topics", "lda": "--topics",
            "hmm": "--states", "dmm": "--num-iafs", "rbm": "--ais-steps", "sbn": "--latent-dim", "catvae": "--relaxed",
-           "ssvae": "--labels", "cvae": "--visible"}
+           "ssvae": "--labels", "cvae": "--visible", "ae": "--noise", "dae": "--noise", "vqvae": "--codes"}
     assert set(own) == set(fit_cli.FAMILIES) == set(fit_cli.MODELS)
     for family, flag in own.items():
         assert _flags(family) >= common | {flag}
@@ -56,7 +56,7 @@ def test_every_family_parses_with_the_common_options_and_its_own():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm', 'rbm', 'sbn', 'catvae', 'cvae', 'ssvae')"),
+    (["vea", "--out", "x"], "invalid choice: 'vea' (choose from 'vae', 'ppca', 'prodlda', 'lda', 'hmm', 'dmm', 'rbm', 'sbn', 'catvae', 'cvae', 'ssvae', 'ae', 'dae', 'vqvae')"),
     ([], "required: FAMILY"),
     (["vae", "--states", "3", "--out", "x"],
      "unrecognized arguments for vae: --states 3; --states is an option of hmm"),
@@ -100,9 +100,11 @@ def test_every_family_builds_from_its_parsed_options_and_from_its_recorded_confi
              "prodlda": ["--topics", "3"], "lda": ["--topics", "3"], "hmm": ["--states", "2"],
              "dmm": ["--latent-dim", "2", "--rnn-dim", "4"], "rbm": ["--hidden", "5"], "sbn": ["--latent-dim", "3"],
              "catvae": ["--vars", "2", "--classes", "3", "--hidden", "8"], "ssvae": ["--latent-dim", "2", "--hidden", "8"],
-             "cvae": ["--latent-dim", "2", "--hidden", "8", "--visible", "2"]}[family]
+             "cvae": ["--latent-dim", "2", "--hidden", "8", "--visible", "2"],
+             "ae": ["--latent-dim", "2", "--hidden", "8"], "dae": ["--latent-dim", "2", "--noise", "saltpepper:0.1"],
+             "vqvae": ["--codes", "4", "--code-dim", "2", "--channels", "4"]}[family]
     args = fit_cli.build_parser().parse_args([family, "--out", "x", *small])
-    binary = family in ("rbm", "sbn", "catvae", "ssvae", "cvae")
+    binary = family in ("rbm", "sbn", "catvae", "ssvae", "cvae", "ae", "dae", "vqvae")
     model = fit_cli.MODELS[family](args, _tiny(sequences, binary))
     # what inference.diagnose does: rebuild from metrics.json's config
     again = fit_cli.MODELS[family](argparse.Namespace(**json.loads(json.dumps(vars(args)))), _tiny(sequences, binary))
@@ -121,3 +123,27 @@ def test_dynamic_binarization_needs_grey_levels(capsys):
 
     with pytest.raises(ValueError, match="--binarize dynamic needs grey levels in \\[0, 1\\].*digits is already binary"):
         main(["vae", "--data", "digits", "--binarize", "dynamic", "--out", "unused"])
+
+
+def test_the_fast_path_is_auto_unless_turned_off():
+    """The command line records the step only on runs long enough to repay it, like fit's default."""
+    parse = fit_cli.build_parser().parse_args
+    assert parse(["vae", "--out", "x"]).fast == "auto"
+    assert parse(["vae", "--out", "x", "--no-fast"]).fast is False
+
+
+def test_autoencoders_report_reconstruction_and_vqvae_its_bits_per_dim(tmp_path, capsys):
+    m = fit_cli.main(["dae", "--data", "digits", "--latent-dim", "3", "--hidden", "16", "--epochs", "1",
+                      "--out", str(tmp_path / "dae"), "--no-progress"])
+    assert "elbo" not in m["test"] and 0 < m["test"]["reconstruction_nats"] < 64 * 0.7
+    assert m["config"]["noise"] == "mask:0.25" and "reconstruction error" in capsys.readouterr().out
+    assert (tmp_path / "dae" / "samples.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="--noise makes a denoising autoencoder: use python -m inference.fit dae"):
+        fit_cli.main(["ae", "--data", "digits", "--noise", "mask:0.2", "--out", str(tmp_path / "ae")])
+    m = fit_cli.main(["vqvae", "--data", "digits", "--codes", "8", "--code-dim", "2", "--channels", "8",
+                      "--epochs", "1", "--prior-epochs", "1", "--eval-k", "2", "--out", str(tmp_path / "vq"),
+                      "--no-progress"])
+    t = m["test"]
+    # one epoch: far from trained; the learned prior's bound is no worse than the uniform one's (up to its fit)
+    assert 1 <= t["perplexity"] <= 8 and 0 < t["bits_per_dim"] < t["bits_per_dim_uniform_prior"] + 0.05
+    assert t["elbo"] == pytest.approx(t["log_likelihood"])  # a deterministic guide: every particle is the same

@@ -16,12 +16,18 @@ name                     estimator                       module
 ``graph``                :class:`GraphELBO`              :mod:`.graph`
 ``enum``                 :class:`EnumELBO`               :mod:`.enum`
 ``cd:k``, ``pcd:k``      :class:`ContrastiveDivergence`  :mod:`.contrastive`
+``betatc:b``             :class:`BetaTC_ELBO`            :mod:`.betatc`
+``factorvae:g``          :class:`FactorVAE_ELBO`         :mod:`.factorvae`
+``capacity:c``           :class:`CapacityELBO`           :mod:`.capacity`
+``dipvae:l``             :class:`DIPVAE_ELBO`            :mod:`.dipvae`
 =======================  ==============================  =============
 
 ``cd`` and ``pcd`` train energy-based models (``models.rbm``): not an ELBO, but the same
 ``differentiable_loss`` shape, so :func:`pyro_gen.fit` trains them like the rest.
 
-:class:`LatentScale` (beta, KL annealing) wraps any of them. Pick one by name with
+``betatc``, ``factorvae``, ``capacity`` and ``dipvae`` weigh parts of the ELBO's KL term, or
+add a penalty on the aggregate posterior, to favour disentangled codes (Chen et al. 2018; Kim &
+Mnih 2018; Burgess et al. 2018; Kumar et al. 2018): their values are not bounds. :class:`LatentScale` (beta, KL annealing) wraps any of them. Pick one by name with
 :func:`get` (``"trace"``, ``"iwae:5"``, ``"dreg:5"``, ...).
 """
 
@@ -33,18 +39,25 @@ from typing import Callable
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from .common import check_particles, prepare
+from .betatc import BetaTC_ELBO, total_correlation
+from .capacity import CapacityELBO
 from .contrastive import ContrastiveDivergence, EnergyDistribution
+from .dipvae import DIPVAE_ELBO, aggregate_covariance
 from .dreg import DReG_ELBO, detached_parameters
 from .enum import EnumELBO, marked_for_enumeration
+from .factorvae import FactorVAE_ELBO, permute_dims
 from .graph import GraphELBO
 from .latent_scale import LatentScale
 from .renyi import RenyiBound
 from .rws import RWS_ELBO
 from .vimco import VIMCO
 
-__all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "vimco", "enum", "get", "names", "describe",
+__all__ = ["trace", "meanfield", "iwae", "renyi", "graph", "dreg", "rws", "vimco", "enum", "betatc", "factorvae", "capacity", "dipvae",
+           "get", "names", "describe",
            "cd", "pcd", "RenyiBound", "DReG_ELBO", "GraphELBO", "RWS_ELBO", "VIMCO", "EnumELBO", "LatentScale",
            "ContrastiveDivergence", "EnergyDistribution", "detached_parameters",
+           "BetaTC_ELBO", "FactorVAE_ELBO", "CapacityELBO", "DIPVAE_ELBO", "total_correlation", "permute_dims",
+           "aggregate_covariance",
            "prepare", "devectorized", "marked_for_enumeration"]
 
 
@@ -115,6 +128,26 @@ def pcd(k: int = 1) -> ELBO:
     return ContrastiveDivergence(k, persistent=True)
 
 
+def betatc(beta: float = 6.0) -> ELBO:
+    """beta-TCVAE (Chen et al. 2018): the ELBO with its total correlation weighted by beta."""
+    return BetaTC_ELBO(beta)
+
+
+def factorvae(gamma: float = 10.0) -> ELBO:
+    """FactorVAE (Kim & Mnih 2018): the ELBO minus gamma times a discriminator's total correlation."""
+    return FactorVAE_ELBO(gamma)
+
+
+def capacity(c: float = 25.0) -> ELBO:
+    """Controlled capacity (Burgess et al. 2018): KL pulled to a target rising to ``c`` nats over 10,000 steps."""
+    return CapacityELBO(c)
+
+
+def dipvae(lambda_od: float = 10.0) -> ELBO:
+    """DIP-VAE-II (Kumar et al. 2018): the aggregate posterior's covariance pulled to the identity."""
+    return DIPVAE_ELBO(lambda_od)
+
+
 _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "trace": trace,
     "meanfield": meanfield,
@@ -128,12 +161,19 @@ _CONSTRUCTORS: dict[str, Callable[..., ELBO]] = {
     "enum": enum,
     "cd": cd,
     "pcd": pcd,
+    "betatc": betatc,
+    "factorvae": factorvae,
+    "capacity": capacity,
+    "dipvae": dipvae,
 }
+
+#: The objectives whose argument is a weight, not a number of particles.
+_WEIGHTED = ("betatc", "factorvae", "capacity", "dipvae")
 
 
 def describe(elbo: ELBO) -> str:
     """A short description that tells objectives apart (class, particles, alpha)."""
-    if isinstance(elbo, ContrastiveDivergence):
+    if hasattr(elbo, "description"):  # ContrastiveDivergence and the disentangling objectives
         return elbo.description
     parts = [f"k={elbo.num_particles}"]  # RWS_ELBO: insomnia is always 1
     if isinstance(elbo, RenyiELBO):
@@ -150,7 +190,9 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
     """An objective from a name, ``"name:arg"``, or an ELBO instance (returned as is).
 
     ``"iwae:5"`` and ``"dreg:5"`` give k=5; ``"renyi:0.5"`` gives alpha=0.5;
-    ``"trace:4"`` averages 4 particles; ``"cd:25"`` and ``"pcd:1"`` give k Gibbs sweeps. ``particles`` sets k (or the number of
+    ``"trace:4"`` averages 4 particles; ``"cd:25"`` and ``"pcd:1"`` give k Gibbs sweeps; ``"betatc:6"``,
+    ``"factorvae:10"``, ``"capacity:25"`` and ``"dipvae:10"`` give their weight (beta, gamma, lambda) or
+    capacity (nats). ``particles`` sets k (or the number of
     particles) when the spec does not.
 
     Examples:
@@ -166,7 +208,7 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
         >>> objectives.get("vmco:5")
         Traceback (most recent call last):
         ...
-        ValueError: unknown objective 'vmco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, vimco, enum, cd, pcd
+        ValueError: unknown objective 'vmco:5'; valid choices: trace, meanfield, iwae, renyi, graph, dreg, iwae-dreg, rws, vimco, enum, cd, pcd, betatc, factorvae, capacity, dipvae
     """
     if isinstance(spec, ELBO):
         return spec
@@ -179,6 +221,11 @@ def get(spec: str | ELBO, particles: int | None = None) -> ELBO:
     if name == "renyi":
         alpha = float(arg) if arg else 0.5
         return build(alpha, particles or 5)
+    if name in _WEIGHTED:
+        try:
+            return build(float(arg)) if arg else build()
+        except ValueError as e:
+            raise ValueError(f"objective {spec!r}: {e}") from None
     if arg:
         try:
             n = int(arg)
