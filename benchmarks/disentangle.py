@@ -94,16 +94,6 @@ def make(method: str, x_dim: int, args) -> tuple[torch.nn.Module, str]:
     return VAE(x_dim, args.latent_dim, args.hidden, beta=beta), objective
 
 
-def representation(net, x: torch.Tensor) -> torch.Tensor:
-    return net.code(x) if isinstance(net, Autoencoder) else net.encode(x)[0]
-
-
-@torch.no_grad()
-def reconstruction_error(net, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x | z) at the representation, per image."""
-    return -net.observation(net.decoder(representation(net, x))).log_prob(x)
-
-
 def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[dict, torch.nn.Module]:
     pyro.clear_param_store()
     torch.manual_seed(seed)
@@ -113,10 +103,10 @@ def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[d
                  max_steps=args.steps, seed=seed, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     net.eval()
-    z = representation(net, x_eval)
+    z = net.encode(x_eval)[0]  # the guide's mean; an autoencoder's code
     scores = disentanglement.all_metrics(z, f_eval, seed=seed)
     row = {"method": method, "seed": seed, "objective": objective, "steps": result.steps, "seconds": seconds,
-           "recon": reconstruction_error(net, x_eval).mean().item(), **scores}
+           "recon": net.reconstruction_error(x_eval).mean().item(), **scores}
     if method != "ae":
         row["kl_per_dim"] = evaluate.kl_per_dim(net.model, net.guide, x_eval[:2000]).tolist()
     log(f"{method} seed {seed}: MIG {scores['mig']:.3f}, DCI {scores['dci']:.3f}, FactorVAE {scores['factorvae']:.3f}, "
@@ -128,7 +118,7 @@ def figures(models: dict, runs: list[dict], ds: Shapes, x_eval: torch.Tensor, ou
     shape = ds.image_shape
     files = {}
     for method, net in models.items():
-        z0 = representation(net, x_eval[:1])[0]
+        z0 = net.encode(x_eval[:1])[0][0]
         if method == "ae":
             order, span, labels = list(range(len(z0))), 2.5 * float(net.code(x_eval[:2000]).std(0).max()), None
         else:

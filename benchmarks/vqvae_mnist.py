@@ -117,17 +117,15 @@ def main(argv: list[str] | None = None) -> dict:
             result = fit(net.model, net.guide, train, val_data=val, epochs=args.epochs, batch_size=BATCH, lr=LR,
                          seed=SEED, progress=not args.no_progress)
             net.eval()
-            r = {"seconds": result.seconds, "parameters": n_params(net), "best_epoch": result.best_epoch}
+            r = {"seconds": result.seconds, "parameters": n_params(net), "best_epoch": result.best_epoch,
+                 "recon": net.reconstruction_error(test).mean().item()}
             if model == "vqvae":
-                r["recon"] = net.reconstruction_error(test).mean().item()
                 r["bits_per_dim_uniform"] = net.bits_per_dim(test).mean().item()
                 net.fit_prior(train, epochs=args.prior_epochs, seed=SEED, progress=not args.no_progress)
                 bpd = net.bits_per_dim(test)
                 r.update(bits_per_dim=bpd.mean().item(), bits_per_dim_se=(bpd.std() / len(bpd) ** 0.5).item(),
                          perplexity=net.perplexity(test), codes=args.codes)
             else:
-                with torch.no_grad():
-                    r["recon"] = (-net.observation(net.decoder(net.encode(test)[0])).log_prob(test)).mean().item()
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(EVAL_SEED)
                     ll = evaluate.log_likelihood(net.model, net.guide, test, k=args.eval_k)

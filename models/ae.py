@@ -179,11 +179,6 @@ class Autoencoder(VAE):
         z = dist.MultivariateNormal(self.code_mean, scale_tril=self.code_scale_tril).sample((n,))
         return self.decode(z) if mean else self.observation(self.decoder(z)).sample()
 
-    @torch.no_grad()
-    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x | code(x)) per row, in nats (binary cross-entropy summed over pixels for the Bernoulli)."""
-        return -self.observation(self.decoder(self.code(x))).log_prob(x)
-
 
 class Flat(dist.ImproperUniform):
     """Pyro's ``ImproperUniform`` whose draws are NaN instead of an error: Pyro's ``Predictive`` runs

@@ -309,6 +309,11 @@ class VAE(PyroModule):
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()
+    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z) per row at the guide's mean of z (the code, for a point posterior), in nats."""
+        return -self.observation(self.decoder(self.encode(x)[0])).log_prob(x)
+
+    @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """n draws from the model: z from the prior, then x (or its mean) given z."""
         z = self.prior().sample((n,))
