@@ -99,7 +99,8 @@ def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[d
     torch.manual_seed(seed)
     net, objective = make(method, ds.image_shape[1] * ds.image_shape[2], args)
     t0 = time.perf_counter()
-    result = fit(net.model, net.guide, ds, objective=objective, epochs=1, batch_size=args.batch_size, lr=args.lr,
+    epochs = -(-args.steps * args.batch_size // len(ds))  # enough passes for --steps: max_steps decides
+    result = fit(net.model, net.guide, ds, objective=objective, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                  max_steps=args.steps, seed=seed, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     net.eval()

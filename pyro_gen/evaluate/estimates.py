@@ -164,6 +164,13 @@ def refuse_improper(model, guide, batch: tuple) -> None:
                              "error instead")
 
 
+def _scoring_setup(model, guide, batch: tuple) -> tuple[int, bool]:
+    """What :func:`elbo` and :func:`log_likelihood` learn before scoring: the pair's plate nesting and
+    whether the model has sites to enumerate, after refusing an improper prior."""
+    refuse_improper(model, guide, batch)
+    return plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
+
+
 def _is_local(log_w: torch.Tensor, n: int) -> bool:
     """One weight per particle and data point: (k, N), possibly with singleton plate dims between."""
     return log_w.dim() >= 2 and log_w.shape[-1] == n and log_w.numel() == log_w.shape[0] * n
@@ -214,8 +221,7 @@ def elbo(model, guide, data, num_samples: int = 1, batch_size: int = 500, seed: 
     seed = _sharded_seed(seed, world)
     mods, was = _modules_eval(model, guide)
     try:
-        refuse_improper(model, guide, batch)
-        parts, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
+        parts, (nesting, enum) = [], _scoring_setup(model, guide, batch)
         if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
             _reseed(seed, 0, batch_size)  # every process scores the whole data set, from the same seed
             return _whole_data_elbo(log_weights(model, guide, batch, num_samples, nesting, enum), n)
@@ -268,8 +274,7 @@ def log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 100,
     chunk = max_particles_per_pass or max(1, min(k, 4_000_000 // (rows * batch[0][0].numel())))
     mods, was = _modules_eval(model, guide)
     try:
-        refuse_improper(model, guide, batch)
-        out, nesting, enum = [], plate_nesting(model, guide, batch), bool(enumerated_sites(model, guide, batch))
+        out, (nesting, enum) = [], _scoring_setup(model, guide, batch)
         if _shared_latent_under(world, model, guide, batch, batch_size, nesting, enum):
             _reseed(seed, 0, batch_size)
             return _whole_data_log_likelihood(model, guide, batch, k, chunk, nesting, enum)

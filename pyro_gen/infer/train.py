@@ -164,6 +164,8 @@ def fit(
     if resume:
         run.resume()
     total = epochs * run.steps_per_epoch if run.steps_per_epoch is not None else None
+    if max_steps is not None:  # the bar ends where the run will
+        total = min(total, max_steps) if total is not None else max_steps
     bar = progress_bar(total=total, initial=min(run.state["step"], total or run.state["step"]),
                        disable=not progress or not run.world.main, desc="fit", unit="step", dynamic_ncols=True)
     with bar, pyro.validation_enabled(validate), _finally(run.uncompile):

@@ -124,6 +124,13 @@ def test_budget_in_steps_and_seconds(digits):
     assert res.stopped == "max_seconds" and res.seconds < 3
 
 
+def test_the_progress_bar_ends_where_max_steps_stops_the_run(digits, capsys):
+    m = _vae()
+    fit(m.model, m.guide, digits.train, epochs=100, batch_size=10, max_steps=7, progress=True)
+    err = capsys.readouterr().err
+    assert "7/7" in err and f"/{100 * -(-len(digits.train) // 10)}" not in err
+
+
 @pytest.mark.parametrize("fast", ["auto", True])
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, fast):
     model, guide = _gaussian_mean_pair()
