@@ -20,7 +20,9 @@ The target (issue 14): beta-TCVAE's mean MIG at least twice the VAE's, with the 
 the seeds (reported: every seed's MIG per method, and whether beta-TCVAE beats the VAE in each).
 
 Figures in OUT: ``traversals_<method>.png`` (seed 0; one row per latent, by decreasing KL),
-``kl_per_dim.png``, ``mig_vs_recon.png`` and ``dci_vs_recon.png`` (one point per run) and
+``mutual_information_<method>.png`` (seed 0; which latent carries which factor, the matrix MIG
+summarizes; each run's matrix is in results.json), ``kl_per_dim.png``, ``mig_vs_recon.png`` and
+``dci_vs_recon.png`` (one point per run) and
 ``samples_vae_vs_ae.png`` (decoded prior draws of the VAE beside decoded draws from a Gaussian
 fitted to the autoencoder's codes).
 
@@ -54,8 +56,9 @@ import torch  # noqa: E402
 from models.ae import Autoencoder  # noqa: E402
 from models.vae import VAE  # noqa: E402
 from pyro_gen import disentanglement, evaluate, fit  # noqa: E402
-from pyro_gen.data.shapes import GRIDS, Shapes, ShapesGrid  # noqa: E402
-from pyro_gen.figures import image_grid, kl_per_dimension, latent_traversal, metric_vs_reconstruction  # noqa: E402
+from pyro_gen.data.shapes import FACTORS, GRIDS, Shapes, ShapesGrid  # noqa: E402
+from pyro_gen.figures import (image_grid, kl_per_dimension, latent_traversal, metric_vs_reconstruction,  # noqa: E402
+                              mutual_information_heatmap)
 from pyro_gen.infer.checkpoint import write_json  # noqa: E402
 
 METHODS = ("vae", "beta_vae", "beta_tcvae", "factor_vae", "ae")
@@ -107,7 +110,8 @@ def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[d
     z = net.encode(x_eval)[0]  # the guide's mean; an autoencoder's code
     scores = disentanglement.all_metrics(z, f_eval, seed=seed)
     row = {"method": method, "seed": seed, "objective": objective, "steps": result.steps, "seconds": seconds,
-           "recon": net.reconstruction_error(x_eval).mean().item(), **scores}
+           "recon": net.reconstruction_error(x_eval).mean().item(), **scores,
+           "mutual_information": disentanglement.mutual_information(z, f_eval).round(4).tolist()}
     if method != "ae":
         row["kl_per_dim"] = evaluate.kl_per_dim(net.model, net.guide, x_eval[:2000]).tolist()
     log(f"{method} seed {seed}: MIG {scores['mig']:.3f}, DCI {scores['dci']:.3f}, FactorVAE {scores['factorvae']:.3f}, "
@@ -127,6 +131,10 @@ def figures(models: dict, runs: list[dict], ds: Shapes, x_eval: torch.Tensor, ou
             order = sorted(range(len(kl)), key=lambda d: -kl[d])
             span, labels = 2.5, [f"z{d} (KL {kl[d]:.2f})" for d in order]
         decode = net.decode
+        info = next(r["mutual_information"] for r in runs if r["method"] == method and r["seed"] == 0)
+        files[f"mutual_information_{method}"] = str(mutual_information_heatmap(
+            info, out / f"mutual_information_{method}.png", FACTORS,
+            title=f"{method}, seed 0: I(factor; latent) / H(factor)"))
         files[f"traversals_{method}"] = str(latent_traversal(decode, z0, order, shape, out / f"traversals_{method}.png",
                                                              span=span, labels=labels, title=f"{method}, seed 0"))
     kls = {m: next(r["kl_per_dim"] for r in runs if r["method"] == m and r["seed"] == 0) for m in models if m != "ae"}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["mig", "dci", "factorvae_score", "sap", "all_metrics", "check_inputs"]
+__all__ = ["mig", "mutual_information", "dci", "factorvae_score", "sap", "all_metrics", "check_inputs"]
 
 
 def check_inputs(representations, factors) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +84,22 @@ def _varying(v: np.ndarray) -> list[int]:
     return [k for k in range(v.shape[1]) if len(np.unique(v[:, k])) > 1]
 
 
+def mutual_information(representations, factors, bins: int = 20) -> np.ndarray:
+    """The mutual information between each factor and each latent over the factor's entropy,
+    shape (K, L), each entry in [0, 1]: which latents carry which factor (the matrix that MIG
+    summarizes). Latents discretized as in :func:`mig`; a factor that takes one value gets a row
+    of zeros."""
+    from sklearn.metrics import mutual_info_score
+
+    z, v = check_inputs(representations, factors)
+    zd = _discretize(z, bins)
+    out = np.zeros((v.shape[1], z.shape[1]))
+    for k in _varying(v):
+        entropy = mutual_info_score(v[:, k], v[:, k])
+        out[k] = [mutual_info_score(v[:, k], zd[:, j]) / entropy for j in range(z.shape[1])]
+    return out
+
+
 def mig(representations, factors, bins: int = 20) -> float:
     """The Mutual Information Gap: for each factor, the gap between the two latents that carry
     most information about it, over the factor's entropy, averaged over factors.
@@ -91,18 +107,13 @@ def mig(representations, factors, bins: int = 20) -> float:
     Each latent is discretized into ``bins`` equal-width bins and the mutual information is
     the plug-in estimate (``sklearn.metrics.mutual_info_score``), as in Chen et al. (2018)'s
     and Locatello et al. (2019)'s implementations. Needs at least 2 latents.
+    :func:`mutual_information` gives the whole matrix.
     """
-    from sklearn.metrics import mutual_info_score
-
     z, v = check_inputs(representations, factors)
     if z.shape[1] < 2:
         raise ValueError(f"MIG compares the two most informative latents: need at least 2, got {z.shape[1]}")
-    zd = _discretize(z, bins)
-    gaps = []
-    for k in _varying(v):
-        info = np.sort([mutual_info_score(v[:, k], zd[:, j]) for j in range(z.shape[1])])[::-1]
-        entropy = mutual_info_score(v[:, k], v[:, k])
-        gaps.append((info[0] - info[1]) / entropy)
+    info = mutual_information(z, v, bins)
+    gaps = [np.diff(np.sort(info[k])[-2:])[0] for k in _varying(v)]
     return float(np.mean(gaps)) if gaps else 0.0
 
 

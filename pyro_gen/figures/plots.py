@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["latent_traversal", "kl_per_dimension", "metric_vs_reconstruction", "image_grid", "reconstructions", "samples", "interpolation", "latent_scatter", "latent_manifold",
+__all__ = ["latent_traversal", "kl_per_dimension", "metric_vs_reconstruction", "mutual_information_heatmap", "image_grid", "reconstructions", "samples", "interpolation", "latent_scatter", "latent_manifold",
            "training_curves"]
 
 
@@ -183,4 +183,28 @@ def metric_vs_reconstruction(points: Mapping[str, Sequence[tuple[float, float]]]
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} against reconstruction, one point per run", fontsize=9)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def mutual_information_heatmap(info, path, factor_names: Sequence[str] | None = None,
+                               title: str = "mutual information / factor entropy") -> Path:
+    """The (K factors, L latents) matrix of :func:`pyro_gen.disentanglement.mutual_information` as
+    a heatmap with its values written in: a disentangled code has one bright cell per row, each in
+    its own column."""
+    import numpy as np
+
+    info = np.asarray(info, dtype=float)
+    if info.ndim != 2:
+        raise ValueError(f"info must be a (factors, latents) matrix, got shape {info.shape}")
+    names = list(factor_names) if factor_names is not None else [f"factor {k}" for k in range(info.shape[0])]
+    if len(names) != info.shape[0]:
+        raise ValueError(f"{len(names)} factor names for {info.shape[0]} rows of info")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(0.55 * info.shape[1] + 2.2, 0.45 * info.shape[0] + 1.2))
+    ax.imshow(info, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for (k, j), val in np.ndenumerate(info):
+        ax.text(j, k, f"{val:.2f}", ha="center", va="center", fontsize=6, color="white" if val < 0.6 else "black")
+    ax.set_xticks(range(info.shape[1]), [f"z{j}" for j in range(info.shape[1])], fontsize=7)
+    ax.set_yticks(range(info.shape[0]), names, fontsize=7)
+    ax.set_title(title, fontsize=9)
     return _save(fig, path)

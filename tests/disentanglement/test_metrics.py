@@ -89,3 +89,20 @@ def test_metrics_touch_no_global_random_state(cases):
     first = dis.all_metrics(reps["rotated"][:600], v[:600])
     assert torch.equal(torch.get_rng_state(), before[0]) and np.array_equal(np.random.get_state()[1], before[1])
     assert dis.all_metrics(reps["rotated"][:600], v[:600]) == first  # seeded: the same numbers again
+
+
+def test_mutual_information_matrix_says_which_latent_carries_which_factor(cases):
+    v, reps = cases
+    # latents: factor 2; factors 0 and 1 in one (100 v0 + v1: 20 equal bins over 0..202 split v1 only in part); noise
+    rng = np.random.default_rng(3)
+    z = np.stack([v[:, 2], v[:, 0] * 100 + v[:, 1], rng.standard_normal(len(v))], 1).astype(float)
+    info = dis.mutual_information(z, v)
+    assert info.shape == (v.shape[1], 3) and ((info >= 0) & (info <= 1 + 1e-9)).all()
+    assert info[2, 0] == pytest.approx(1.0)  # the factor itself (8 values, no more than the 20 bins)
+    assert info[2, 1] < 0.05 and info[:, 2].max() < 0.05  # independent of it / pure noise: nearly none
+    assert info[0, 1] > 0.9 and info[1, 1] > 0.2  # the mixed latent: all of factor 0, part of factor 1
+    # MIG is the mean over factors of the gap between each row's two largest entries
+    gaps = [np.sort(row)[-1] - np.sort(row)[-2] for row in dis.mutual_information(reps["factors"], v)]
+    assert dis.mig(reps["factors"], v) == pytest.approx(np.mean(gaps))
+    with pytest.raises(ValueError, match="length|rows|match"):
+        dis.mutual_information(z[:10], v)

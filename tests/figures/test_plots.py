@@ -26,5 +26,15 @@ def test_every_figure_is_a_png(tmp_path):
         plots.latent_manifold(decode, shape, tmp_path / "manifold.png", n=5),
         plots.training_curves({"a": [{"epoch": 1, "train_loss": 3.0, "val_loss": 3.5},
                                      {"epoch": 2, "train_loss": 2.0, "val_loss": 2.7}]}, tmp_path / "curves.png"),
+        plots.mutual_information_heatmap(torch.rand(5, 10).numpy(), tmp_path / "mi.png", list("abcde")),
     ]
     assert all(_is_png(p) for p in paths)
+
+
+def test_a_heatmap_needs_a_matrix_and_one_name_per_row(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match=r"\(factors, latents\) matrix, got shape \(5,\)"):
+        plots.mutual_information_heatmap(torch.rand(5).numpy(), tmp_path / "mi.png")
+    with pytest.raises(ValueError, match="2 factor names for 3 rows"):
+        plots.mutual_information_heatmap(torch.rand(3, 4).numpy(), tmp_path / "mi.png", ["a", "b"])
