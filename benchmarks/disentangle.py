@@ -123,22 +123,22 @@ def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[d
 def figures(models: dict, runs: list[dict], ds: Shapes, x_eval: torch.Tensor, out: Path) -> dict:
     shape = ds.image_shape
     files = {}
+    first = {r["method"]: r for r in runs if r["seed"] == 0}  # the runs whose models are drawn
     for method, net in models.items():
         z0 = net.encode(x_eval[:1])[0][0]
         if method == "ae":
             order, span, labels = list(range(len(z0))), 2.5 * float(net.code(x_eval[:2000]).std(0).max()), None
         else:
-            kl = next(r["kl_per_dim"] for r in runs if r["method"] == method and r["seed"] == 0)
+            kl = first[method]["kl_per_dim"]
             order = sorted(range(len(kl)), key=lambda d: -kl[d])
             span, labels = 2.5, [f"z{d} (KL {kl[d]:.2f})" for d in order]
-        decode = net.decode
-        info = next(r["mutual_information"] for r in runs if r["method"] == method and r["seed"] == 0)
         files[f"mutual_information_{method}"] = str(mutual_information_heatmap(
-            info, out / f"mutual_information_{method}.png", FACTORS,
+            first[method]["mutual_information"], out / f"mutual_information_{method}.png", FACTORS,
             title=f"{method}, seed 0: I(factor; latent) / H(factor)"))
-        files[f"traversals_{method}"] = str(latent_traversal(decode, z0, order, shape, out / f"traversals_{method}.png",
-                                                             span=span, labels=labels, title=f"{method}, seed 0"))
-    kls = {m: next(r["kl_per_dim"] for r in runs if r["method"] == m and r["seed"] == 0) for m in models if m != "ae"}
+        files[f"traversals_{method}"] = str(latent_traversal(net.decode, z0, order, shape,
+                                                             out / f"traversals_{method}.png", span=span,
+                                                             labels=labels, title=f"{method}, seed 0"))
+    kls = {m: first[m]["kl_per_dim"] for m in models if m != "ae"}
     if kls:
         files["kl_per_dim"] = str(kl_per_dimension(kls, out / "kl_per_dim.png"))
     for metric, name in (("mig", "MIG"), ("dci", "DCI disentanglement")):
