@@ -12,7 +12,9 @@ recorded after every epoch (``error_curve``, against training seconds); the figu
 error against time, the analogies (style z of test images decoded with every class) and the
 latent space coloured by class. ``--binarize dynamic`` trains on a fresh Bernoulli draw of
 every image at each step (:class:`pyro_gen.data.DynamicBinarize`: new inputs for the classifier
-every epoch) and scores the test images binarized once, seeded.
+every epoch) and scores the test images binarized once, seeded. ``--lr-decay F`` lowers the
+learning rate geometrically over the budget, to F times its start at the end (stepped after
+every epoch, by the fraction of ``--minutes`` spent, or of ``--epochs`` without a time limit).
 
 Anchor (Kingma et al. 2014, Table 1, M2): 11.97 / 4.94 / 3.60 / 3.92 % test error at
 100 / 600 / 1000 / 3000 labels.
@@ -72,20 +74,40 @@ def run(n_labels: int, ds, args) -> tuple[SSVAE, dict]:
     torch.manual_seed(SEED)
     m2 = SSVAE(ds.dim, 10, z_dim=args.latent_dim, hidden=tuple(args.hidden), alpha=args.alpha)
     curve: list[dict] = []
+    budget_s = args.minutes * 60 if args.minutes else None
 
     def track(row: dict) -> None:
         m2.eval()
-        curve.append({"epoch": row["epoch"], "seconds": row["seconds"], "error": m2.error(test_x, test_y)})
+        curve.append({"epoch": row["epoch"], "seconds": row["seconds"], "lr": row["lr"],
+                      "error": m2.error(test_x, test_y)})
         m2.train()
         log(f"  {n_labels} labels, epoch {row['epoch']}: {row['seconds']:.0f} s, test error {curve[-1]['error']:.2f}%")
 
     result = fit(m2.model, m2.guide, train, objective="enum", epochs=args.epochs, batch_size=BATCH, lr=args.lr,
-                 max_seconds=args.minutes * 60 if args.minutes else None, seed=SEED, progress=not args.no_progress,
-                 callback=track)
+                 lr_schedule=decay_over_budget(args.lr_decay, budget_s, args.epochs), max_seconds=budget_s, seed=SEED,
+                 progress=not args.no_progress, callback=track)
     m2.eval()
     error = m2.error(test_x, test_y)
     return m2, {"error": error, "seconds": result.seconds, "epochs": len(result.history), "steps": result.steps,
                 "anchor_m2": ANCHOR.get(n_labels), "error_curve": curve, "train_size": len(idx)}
+
+
+def decay_over_budget(final: float, budget_s: float | None, epochs: int):
+    """For ``fit``'s ``lr_schedule``: the lr times ``final ** fraction of the budget spent`` after every epoch
+    (seconds since the scheduler was made against ``budget_s``, else epochs against ``epochs``); None at 1."""
+    if final == 1.0:
+        return None
+
+    def make(optimizer):
+        t0 = time.perf_counter()
+
+        def factor(epoch: int) -> float:
+            spent = (time.perf_counter() - t0) / budget_s if budget_s else epoch / epochs
+            return final ** min(1.0, spent)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    return make
 
 
 def figures(models: dict, runs: dict, ds, out: Path) -> None:
@@ -124,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=50.0, help="weight of log q(y|x) per labeled point")
     p.add_argument("--labeled-fraction", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay", type=float, default=1.0,
+                   help="the lr falls geometrically to this fraction of --lr over the budget (1: constant)")
     p.add_argument("--latent-dim", type=int, default=50)
     p.add_argument("--hidden", type=int, nargs="+", default=[500])
     p.add_argument("--binarize", default="none", choices=["none", "dynamic"],
@@ -142,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         labels = [int(s) for s in args.labels.split(",") if s]
     except ValueError:
         parser.error(f"--labels must be comma-separated integers, got {args.labels!r}")
+    if not 0 < args.lr_decay <= 1:
+        parser.error(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
     bad = [n for n in labels if n < 10 or n % 10]
     if bad or not labels:
         parser.error(f"--labels must be positive multiples of 10 (balanced over the classes), got {args.labels!r}")

@@ -306,6 +306,34 @@ def test_ssvae_mnist_smoke(shared_data, tmp_path):
     assert proc.returncode == 2 and "positive multiples of 10" in proc.stderr
 
 
+def test_ssvae_lr_decay_over_budget(capsys):
+    """--lr-decay: geometric from lr to final * lr over the epochs, or over the seconds of a time budget."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ssvae_mnist_bench", ROOT / "benchmarks" / "ssvae_mnist.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.decay_over_budget(1.0, None, 10) is None
+
+    def lrs(make, steps):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+        sched, seen = make(opt), [opt.param_groups[0]["lr"]]
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+            seen.append(opt.param_groups[0]["lr"])
+        return seen
+
+    assert lrs(bench.decay_over_budget(0.25, None, 4), 6) == pytest.approx([2.0, 2 * 0.25 ** 0.25, 1.0,
+                                                                           2 * 0.25 ** 0.75, 0.5, 0.5, 0.5])
+    assert lrs(bench.decay_over_budget(0.25, 1e-9, 1000), 2)[1:] == pytest.approx([0.5, 0.5])  # budget spent
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--lr-decay", "0", "--smoke"])
+    assert exit_.value.code == 2 and "--lr-decay must be in (0, 1], got 0.0" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cvae_mnist_smoke(shared_data, tmp_path):
     _need(shared_data, "binarized_mnist", "CVAE benchmark")
