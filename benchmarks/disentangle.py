@@ -31,6 +31,13 @@ Run from the repository root::
     python benchmarks/disentangle.py                 # about 4 hours on 2 CPU cores (16 minutes a run)
     python benchmarks/disentangle.py --methods vae,beta_tcvae   # the target alone: 1.6 hours
     python benchmarks/disentangle.py --smoke         # seconds, for CI
+    python benchmarks/disentangle.py --resume        # after an interruption: only the runs not yet in OUT
+
+``--resume`` keeps the runs already in ``OUT/results.json`` (made with the same settings; any other
+setting is refused, naming it) and trains only the missing ones, so the 4-hour run can be done in
+parts, or a subset of methods added to another's: every (method, seed) run starts from its own seed,
+so a kept run is the run that would have been made. The seed-0 models, which the figures draw, are
+saved as ``OUT/seed0_<method>.pt`` (weights only).
 
 Writes ``OUT/results.json``; the last line on stdout is one JSON object
 ``{"vae": {"mig": m, "dci": d, "factorvae": f, "recon": r, ...}, "beta_vae": {...}, "beta_tcvae": {...},
@@ -60,9 +67,11 @@ from pyro_gen import disentanglement, evaluate, fit  # noqa: E402
 from pyro_gen.data.shapes import FACTORS, GRIDS, Shapes, ShapesGrid  # noqa: E402
 from pyro_gen.figures import (image_grid, kl_per_dimension, latent_traversal, metric_vs_reconstruction,  # noqa: E402
                               mutual_information_heatmap)
-from pyro_gen.infer.checkpoint import write_json  # noqa: E402
+from pyro_gen.infer.checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: E402
 
 METHODS = ("vae", "beta_vae", "beta_tcvae", "factor_vae", "ae")
+# the settings that do not change what a run computes; --resume ignores them when it compares
+NOT_RESULTS = ("methods", "seeds", "no_progress", "out", "resume")
 EVAL_SEED = 1234
 
 
@@ -86,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="the small grid, 30 steps, 1 seed, 300 images (CI)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", default="runs/bench_disentangle")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs in OUT/results.json made with these settings and train only the others")
     return p
 
 
@@ -118,6 +129,24 @@ def run_one(method: str, seed: int, ds: Shapes, x_eval, f_eval, args) -> tuple[d
     log(f"{method} seed {seed}: MIG {scores['mig']:.3f}, DCI {scores['dci']:.3f}, FactorVAE {scores['factorvae']:.3f}, "
         f"SAP {scores['sap']:.3f}, recon {row['recon']:.1f} nats, {seconds:.0f} s")
     return row, net
+
+
+def kept_runs(out: Path, args) -> list[dict]:
+    """The runs of ``out/results.json`` for ``--resume``: none if there is no file; an exit naming the
+    difference if it was made with other settings."""
+    path = out / "results.json"
+    if not path.is_file():
+        log(f"--resume: no {path} yet, every run is trained")
+        return []
+    saved = json.loads(path.read_text())
+    ours = {k: v for k, v in vars(args).items() if k not in NOT_RESULTS}
+    theirs = {k: v for k, v in saved.get("settings", {}).items() if k not in NOT_RESULTS}
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if differ:
+        why = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
+        log(f"--resume: {path} was made with other settings ({why}); use another --out, or the same settings")
+        sys.exit(2)
+    return saved.get("runs", [])
 
 
 def figures(models: dict, runs: list[dict], ds: Shapes, x_eval: torch.Tensor, out: Path) -> dict:
@@ -194,16 +223,30 @@ def main(argv: list[str] | None = None) -> dict:
     base = GRIDS[args.grid]
     ds = Shapes(ShapesGrid(base.sizes, args.image_size or base.image_size, base.orientation_endpoint))
     x_eval, f_eval = ds.sample(args.eval_n, seed=EVAL_SEED)
-    runs, first = [], {}
+    runs, first = (kept_runs(out, args) if args.resume else []), {}
+    kept = {(r["method"], r["seed"]) for r in runs}
     for seed in range(args.seeds):
         for method in methods:  # interleaved: every method sees the machine in the same state, seed by seed
+            weights = out / f"seed0_{method}.pt"
+            if (method, seed) in kept and (seed or weights.is_file()):
+                log(f"{method} seed {seed}: kept from {out / 'results.json'}")
+                if seed == 0:
+                    first[method] = make(method, ds.image_shape[1] * ds.image_shape[2], args)[0]
+                    first[method].load_state_dict(load_checkpoint(weights)["model"])
+                    first[method].eval()
+                continue
+            runs = [r for r in runs if (r["method"], r["seed"]) != (method, seed)]
             row, net = run_one(method, seed, ds, x_eval, f_eval, args)
             runs.append(row)
             if seed == 0:
                 first[method] = net
+                save_checkpoint({"model": net.state_dict()}, weights)
             write_json({"settings": vars(args), "runs": runs}, out / "results.json")
-    summary = summarize(runs, methods)
-    files = figures(first, runs, ds, x_eval, out)
+    # the runs asked for, in the order they would have been made; the file keeps every run (of other methods too)
+    chosen = sorted((r for r in runs if r["method"] in methods and r["seed"] < args.seeds),
+                    key=lambda r: (r["seed"], methods.index(r["method"])))
+    summary = summarize(chosen, methods)
+    files = figures(first, chosen, ds, x_eval, out)
     write_json({"settings": vars(args), "summary": summary, "runs": runs, "figures": files}, out / "results.json")
     log(f"wrote {out / 'results.json'} and the figures in {out}")
     print(json.dumps(summary), flush=True)

@@ -366,6 +366,22 @@ def test_disentangle_smoke(tmp_path):
         assert (run_dir / fig).stat().st_size > 1000, fig
     proc = _run("disentangle.py", "--methods", "vae,pca", "--smoke", env=_env())
     assert proc.returncode == 2 and "unknown method(s) pca; valid choices: vae, beta_vae" in proc.stderr
+    # --resume: the runs in results.json are kept, a missing one is trained again (the same run: same seed), and
+    # the file keeps the runs of methods not asked for; other settings are refused, naming the difference
+    (run_dir / "seed0_ae.pt").unlink()
+    resume = ("disentangle.py", "--smoke", "--no-progress", "--out", str(run_dir), "--resume", "--methods", "vae,ae")
+    proc = _run(*resume, env=_env())
+    again = _last_json(proc)
+    said = proc.stderr.splitlines()
+    assert any(line.startswith("vae seed 0: kept from") for line in said), proc.stderr
+    assert any(line.startswith("ae seed 0: MIG") for line in said), proc.stderr
+    assert set(again) == {"vae", "ae"} and again["vae"] == out["vae"], again
+    assert again["ae"]["recon"] == pytest.approx(out["ae"]["recon"], rel=1e-4), (again["ae"], out["ae"])
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert sorted(r["method"] for r in saved["runs"]) == sorted(out_methods := set(out) - {"target"}), saved["runs"]
+    proc = _run(*resume, "--lr", "0.01", env=_env())
+    assert proc.returncode == 2 and "other settings (lr: 0.001 there, 0.01 here)" in proc.stderr, proc.stderr
+    assert len(json.loads((run_dir / "results.json").read_text())["runs"]) == len(out_methods)
 
 
 def test_vqvae_mnist_smoke(shared_data, tmp_path):
