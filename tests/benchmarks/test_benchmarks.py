@@ -306,8 +306,9 @@ def test_ssvae_mnist_smoke(shared_data, tmp_path):
     assert proc.returncode == 2 and "positive multiples of 10" in proc.stderr
 
 
-def test_ssvae_lr_decay_over_budget(capsys):
-    """--lr-decay: geometric from lr to final * lr over the epochs, or over the seconds of a time budget."""
+def test_ssvae_lr_decay_and_device_options(capsys):
+    """--lr-decay: geometric from lr to final * lr over the epochs, or over the seconds of a time budget; --device
+    refused by name when torch cannot parse it or has no CUDA."""
     import importlib.util
 
     import torch
@@ -332,6 +333,13 @@ def test_ssvae_lr_decay_over_budget(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--lr-decay", "0", "--smoke"])
     assert exit_.value.code == 2 and "--lr-decay must be in (0, 1], got 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--device", "gpu0", "--smoke"])
+    assert exit_.value.code == 2 and "--device must name a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--device", "cuda", "--smoke"])
+        assert exit_.value.code == 2 and "torch finds no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.slow
